@@ -1,0 +1,120 @@
+"""The command line: parse arguments, build the config, call the library, report.
+
+Exit codes: 0 success; 1 a build problem (or skipped files with --strict); 2 a usage or
+configuration error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .config import DEFAULT_CONFIG_FILE, Config, load_config
+from .errors import ReportgenError
+
+PROG = "reportgen"
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"{PROG}: {self.format(record)}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Turn a folder of photographs into a static website showing how a "
+        "pretrained AlexNet sees each one.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    build = commands.add_parser(
+        "build",
+        help="build the site from a folder of photos",
+        description="Run AlexNet over every photo in INPUT_DIR and write a static site to OUT_DIR. "
+        f"Every option may also be set in a YAML file ({DEFAULT_CONFIG_FILE} in the current "
+        "folder, or --config); the command line wins.",
+    )
+    for f in dataclasses.fields(Config):
+        meta = f.metadata
+        if f.name == "input_dir":
+            build.add_argument("input_dir", nargs="?", metavar=meta["metavar"], help=meta["help"])
+        elif f.type in ("bool", bool):
+            build.add_argument(meta["flag"], dest=f.name, action="store_true", default=None,
+                               help=meta["help"])
+        else:
+            build.add_argument(meta["flag"], dest=f.name, metavar=meta["metavar"],
+                               help=f"{meta['help']} (default: {_default_text(f)})")
+    build.add_argument("--config", type=Path, metavar="FILE",
+                       help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)")
+    build.add_argument("--force", action="store_true",
+                       help="build into a non-empty folder that is not a reportgen site, "
+                       "replacing same-named files (other files are never touched)")
+    return parser
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is None:
+        return "auto"
+    return str(f.default)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reportgen`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "build":
+        parser.print_help(sys.stderr)
+        return 2
+
+    cli_values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    try:
+        config = load_config(cli_values, args.config)
+    except ReportgenError as exc:
+        _error(str(exc))
+        return exc.exit_code
+
+    _setup_logging()
+    progress = not config.quiet and sys.stderr.isatty()
+    from .build import build  # torch loads here, after the arguments are known to be good
+
+    try:
+        result = build(config, force=args.force, progress=progress)
+    except ReportgenError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted; the previous site is unchanged")
+        return 130
+    if not config.quiet:
+        skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+        print(
+            f"{PROG}: wrote {len(result.photos)} photo pages{skipped} to "
+            f"{result.out_dir / 'index.html'} (device: {result.device})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger(PROG)
+    logger.handlers[:] = [_TqdmHandler()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Build options, declared once.
+
+Each option is a field of :class:`Config` with its default and its help text. The YAML file and the
+command line both feed the same fields; :func:`load_config` merges them (command line wins) and
+reports *every* bad value at once before any model work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "reportgen.yaml"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None) -> Any:
+    """A config field with the metadata the CLI builds its flags from."""
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one build needs to know. Paths are resolved against the current folder."""
+
+    input_dir: Path | None = _option(
+        None, "folder of photos to report on (searched recursively)", metavar="INPUT_DIR"
+    )
+    out_dir: Path = _option(
+        Path("site"), "folder the static site is written to", flag="--out", metavar="OUT_DIR"
+    )
+    weights: str = _option(
+        "pretrained",
+        "'pretrained' (torchvision's ImageNet AlexNet, cached under TORCH_HOME), a path to a local "
+        "state_dict .pth, or 'random' (seeded, untrained: a dry run whose predictions mean nothing)",
+        flag="--weights",
+        metavar="WEIGHTS",
+    )
+    device: str = _option(
+        "auto", "where the model runs: auto (GPU when present), cpu, cuda or mps", flag="--device"
+    )
+    batch_size: int | None = _option(
+        None, "photos per forward pass (default: 32 on CPU, 128 on GPU)", flag="--batch-size",
+        metavar="N",
+    )
+    workers: int | None = _option(
+        None,
+        "DataLoader worker processes that decode photos (default: 1 on CPU, up to 8 on GPU; "
+        "0 decodes in the main process)",
+        flag="--workers",
+        metavar="N",
+    )
+    max_pixels: int | None = _option(
+        None,
+        "refuse images with more pixels than this (decompression-bomb guard; default: Pillow's)",
+        flag="--max-pixels",
+        metavar="N",
+    )
+    per_page: int = _option(
+        120, "photos per index page", flag="--per-page", metavar="N"
+    )
+    quiet: bool = _option(
+        False, "no progress bars and no summary line (skipped files are still reported)",
+        flag="--quiet"
+    )
+
+
+# --- parsing and validation ---------------------------------------------------------------------
+
+Parser = Callable[[Any], Any]
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a folder path")
+    return Path(os.path.expanduser(value))
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value is None else _path(value)
+
+
+def _positive_int(value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer (got {value!r})") from None
+    if not isinstance(value, int):
+        raise ValueError(f"must be an integer (got {value!r})")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum} (got {value})")
+    return value
+
+
+def _optional_int(minimum: int) -> Parser:
+    def parse(value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        return _positive_int(value, minimum=minimum)
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    return parse
+
+
+def _weights(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be 'pretrained', 'random' or a path to a .pth file")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false (got {value!r})")
+
+
+PARSERS: dict[str, Parser] = {
+    "input_dir": _optional_path,
+    "out_dir": _path,
+    "weights": _weights,
+    "device": _choice(DEVICES),
+    "batch_size": _optional_int(1),
+    "workers": _optional_int(0),
+    "max_pixels": _optional_int(1),
+    "per_page": lambda v: _positive_int(v, minimum=1),
+    "quiet": _bool,
+}
+
+# YAML may spell a key as the flag does (batch-size) or as the field does (batch_size); these
+# short names match the CLI's --out and the positional INPUT_DIR.
+ALIASES = {"input": "input_dir", "out": "out_dir"}
+
+
+def field_names() -> list[str]:
+    """The option names, in declaration order."""
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _normalise_key(key: Any) -> str:
+    name = str(key).replace("-", "_")
+    return ALIASES.get(name, name)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping of raw option values.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or is not a mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {str(path)!r}: cannot be read ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError([f"config file {str(path)!r}: not valid YAML ({reason})"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"config file {str(path)!r}: must be a mapping of option: value"])
+    return dict(data)
+
+
+def load_config(
+    cli: Mapping[str, Any],
+    config_file: Path | None = None,
+    *,
+    read_default: bool = True,
+) -> Config:
+    """Merge the YAML file and command-line values into a validated :class:`Config`.
+
+    Args:
+        cli: values given on the command line, keyed by field name; ``None`` means "not given".
+        config_file: an explicit YAML file (``--config``); it must exist.
+        read_default: read ``reportgen.yaml`` from the current folder when no file is named.
+
+    Raises:
+        ConfigError: naming every unknown key and every bad value.
+    """
+    file_values: dict[str, Any] = {}
+    source = None
+    if config_file is not None:
+        source = config_file
+    elif read_default and Path(DEFAULT_CONFIG_FILE).is_file():
+        source = Path(DEFAULT_CONFIG_FILE)
+    if source is not None:
+        file_values = read_config_file(source)
+
+    problems: list[str] = []
+    names = set(field_names())
+    merged: dict[str, Any] = {}
+    for key, value in file_values.items():
+        name = _normalise_key(key)
+        if name not in names:
+            problems.append(f"unknown key {str(key)!r} in {str(source)!r}")
+            continue
+        merged[name] = value
+    for name, value in cli.items():
+        if name not in names:
+            problems.append(f"unknown option {name!r}")
+        elif value is not None:
+            merged[name] = value
+
+    values: dict[str, Any] = {}
+    for name, value in merged.items():
+        try:
+            values[name] = PARSERS[name](value)
+        except ValueError as exc:
+            problems.append(f"{name.replace('_', '-')}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)

@@ -1,0 +1,121 @@
+"""Reading any photo Pillow understands into an RGB image, or a one-line reason why not."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+
+class UnreadableImage(Exception):
+    """The file cannot be used as a photo; ``str()`` is the one-line reason."""
+
+
+@dataclass
+class Decoded:
+    """A photo ready for the model: RGB, upright, first frame."""
+
+    image: Image.Image
+    width: int
+    height: int
+    frames: int
+
+
+def open_rgb(path: Path, *, max_pixels: int | None = None, allow_truncated: bool = False) -> Decoded:
+    """Decode ``path`` to an upright 8-bit RGB image.
+
+    EXIF orientation is applied; alpha is composited on white; 16- and 32-bit greys are scaled to
+    8 bits rather than clipped; CMYK, palette, 1-bit and the rest go through Pillow's conversions.
+    Only the first frame of an animation or multipage file is used.
+
+    Raises:
+        UnreadableImage: with a short reason (empty file, not an image, truncated, too large, ...).
+    """
+    if path.stat().st_size == 0:
+        raise UnreadableImage("empty file")
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit; a bomb is a bomb.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if limit is not None and img.width * img.height > limit:
+                    raise UnreadableImage(
+                        f"too large: {img.width}x{img.height} pixels is over the limit of {limit}"
+                    )
+                frames = int(getattr(img, "n_frames", 1) or 1)
+                img.seek(0)
+                _load(img, allow_truncated)
+                img = ImageOps.exif_transpose(img)
+                rgb = to_rgb(img)
+    except UnreadableImage:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"too large (decompression-bomb guard): {exc}") from None
+    except OSError as exc:
+        raise UnreadableImage(_os_reason(exc)) from None
+    except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+        raise UnreadableImage(f"corrupt image data ({exc})") from None
+    return Decoded(image=rgb, width=rgb.width, height=rgb.height, frames=frames)
+
+
+def _load(img: Image.Image, allow_truncated: bool) -> None:
+    """Decode the pixels; a truncated file raises unless the user accepted those."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
+    try:
+        img.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _os_reason(exc: OSError) -> str:
+    text = str(exc)
+    if "truncated" in text:
+        return "truncated image data"
+    if exc.strerror:
+        return f"cannot be read ({exc.strerror})"
+    return f"cannot be decoded ({text})"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB the way a person would expect to see it."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy() if img.readonly else img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(img), mode), mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _scale_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a high-bit-depth grey image into 0..255 instead of clipping it."""
+    data = array.astype(np.float64)
+    if mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        peak = float(data.max()) if data.size else 0.0
+        if mode == "F" and peak <= 1.0:
+            top = 1.0
+        elif peak <= 255:
+            top = 255.0
+        elif peak <= 65535:
+            top = 65535.0
+        else:
+            top = peak
+    scaled = np.clip(data, 0, None) / top * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

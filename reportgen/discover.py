@@ -1,0 +1,70 @@
+"""Finding the photos in the input folder, in a stable order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .records import Skipped, Source
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+)
+_CHUNK = 1 << 20
+
+
+def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Source], list[Skipped]]:
+    """List every photo under ``input_dir``, sorted by relative path.
+
+    Hidden files and folders are ignored, as are files without an image extension. Folder symlinks
+    are followed once (a loop cannot hang the walk). ``exclude`` (the output folder, when it lies
+    inside the input) is not searched.
+
+    Returns:
+        The photos found, and the files that could not even be read (with the reason).
+    """
+    root = input_dir.resolve()
+    excluded = exclude.resolve() if exclude is not None else None
+    sources: list[Source] = []
+    skipped: list[Skipped] = []
+    seen_dirs: set[tuple[int, int]] = set()
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        st = here.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(key)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            try:
+                size, digest = _hash_file(path)
+            except OSError as exc:
+                skipped.append(Skipped(rel, f"cannot be read ({exc.strerror or exc})"))
+                continue
+            sources.append(Source(path=path, rel=rel, size=size, sha256=digest))
+
+    sources.sort(key=lambda s: s.rel)
+    skipped.sort(key=lambda s: s.source)
+    return sources, skipped
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()

@@ -1,0 +1,182 @@
+"""The batched inference pipeline: DataLoader workers decode, the model runs, conv1 is recorded.
+
+What leaves this module per batch is small and already on the CPU: top-5 indices and
+probabilities, the crops the model saw and the conv1 grids as ``uint8`` arrays. Activations are
+turned into pictures batch by batch and dropped, so memory does not grow with the folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import pictures
+from .decode import UnreadableImage, open_rgb
+from .model import Conv1Recorder, LoadedModel
+from .records import Source
+
+TOPK = 5
+
+
+@dataclass
+class Item:
+    """One decoded photo (``x`` set) or one failure (``error`` set)."""
+
+    index: int
+    x: torch.Tensor | None = None
+    width: int = 0
+    height: int = 0
+    frames: int = 1
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """A collated batch: the photos that decoded, stacked, and the ones that did not."""
+
+    indices: list[int]
+    x: torch.Tensor | None
+    sizes: list[tuple[int, int, int]]
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def pin_memory(self) -> Batch:
+        if self.x is not None:
+            self.x = self.x.pin_memory()
+        return self
+
+
+@dataclass
+class BatchResult:
+    """What the model made of one batch, on the CPU."""
+
+    indices: list[int]
+    sizes: list[tuple[int, int, int]]
+    """(width, height, frames) of each original photo."""
+    top_indices: np.ndarray
+    """(B, 5) class indices, most probable first."""
+    top_probs: np.ndarray
+    """(B, 5) softmax probabilities."""
+    crops: np.ndarray
+    """(B, 224, 224, 3) uint8: the crop each photo became, as the model saw it."""
+    grids: np.ndarray
+    """(B, Hg, Wg) uint8: the 64 conv1 maps of each photo, 8 per row."""
+    errors: list[tuple[int, str]]
+
+
+class PhotoDataset(Dataset[Item]):
+    """Decodes and preprocesses one photo per item; a bad file becomes an error item."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        transform: Callable[..., torch.Tensor],
+        *,
+        max_pixels: int | None = None,
+        allow_truncated: bool = False,
+    ) -> None:
+        self.paths = [s.path for s in sources]
+        self.transform = transform
+        self.max_pixels = max_pixels
+        self.allow_truncated = allow_truncated
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Item:
+        try:
+            decoded = open_rgb(
+                self.paths[index], max_pixels=self.max_pixels, allow_truncated=self.allow_truncated
+            )
+        except UnreadableImage as exc:
+            return Item(index=index, error=str(exc))
+        except OSError as exc:
+            return Item(index=index, error=f"cannot be read ({exc.strerror or exc})")
+        x = self.transform(decoded.image)
+        return Item(index, x, decoded.width, decoded.height, decoded.frames)
+
+
+def collate(items: list[Item]) -> Batch:
+    """Stack the good photos of a batch; keep the failures beside them."""
+    good = [it for it in items if it.x is not None]
+    return Batch(
+        indices=[it.index for it in good],
+        x=torch.stack([it.x for it in good]) if good else None,
+        sizes=[(it.width, it.height, it.frames) for it in good],
+        errors=[(it.index, it.error or "unknown error") for it in items if it.x is None],
+    )
+
+
+def make_loader(dataset: PhotoDataset, *, batch_size: int, workers: int, pin: bool) -> DataLoader:
+    """The build's DataLoader (also what the benchmark's model-only bound uses)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
+def run(
+    loaded: LoadedModel,
+    sources: Sequence[Source],
+    device: torch.device,
+    *,
+    batch_size: int,
+    workers: int,
+    max_pixels: int | None = None,
+    allow_truncated: bool = False,
+) -> Iterator[BatchResult]:
+    """Run every photo through the model, yielding one :class:`BatchResult` per batch.
+
+    The model is moved to ``device``; photos are decoded by ``workers`` processes.
+    """
+    transform = loaded.transforms
+    dataset = PhotoDataset(
+        sources, transform, max_pixels=max_pixels, allow_truncated=allow_truncated
+    )
+    loader = make_loader(
+        dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
+    )
+    model = loaded.model.to(device)
+    mean, std = transform.mean, transform.std
+    with Conv1Recorder(model) as recorder, torch.inference_mode():
+        for batch in loader:
+            if batch.x is None:
+                yield _empty_result(batch)
+                continue
+            x = batch.x.to(device, non_blocking=True)
+            logits = model(x)
+            probs = torch.softmax(logits.float(), dim=1)
+            top_probs, top_indices = probs.topk(TOPK, dim=1)
+            assert recorder.output is not None  # set by the forward pass just above
+            grids = pictures.activation_grids(recorder.output)
+            crops = pictures.model_inputs_to_uint8(x, mean, std)
+            yield BatchResult(
+                indices=batch.indices,
+                sizes=batch.sizes,
+                top_indices=top_indices.cpu().numpy(),
+                top_probs=top_probs.cpu().numpy(),
+                crops=crops,
+                grids=grids,
+                errors=batch.errors,
+            )
+
+
+def _empty_result(batch: Batch) -> BatchResult:
+    return BatchResult(
+        indices=[],
+        sizes=[],
+        top_indices=np.zeros((0, TOPK), dtype=np.int64),
+        top_probs=np.zeros((0, TOPK), dtype=np.float32),
+        crops=np.zeros((0, 224, 224, 3), dtype=np.uint8),
+        grids=np.zeros((0, 0, 0), dtype=np.uint8),
+        errors=batch.errors,
+    )

@@ -1,0 +1,161 @@
+"""The output folder: what reportgen owns there, staging a new site aside, and swapping it in.
+
+reportgen keeps a manifest of every file it wrote in ``OUT/.reportgen/manifest.json``. Only files
+named there are ever replaced or deleted; a folder without a manifest that is not empty is refused
+unless the user forces it. A new site is written under ``OUT/.reportgen/staging`` first, and only
+moved into place once complete, so an interrupted build leaves the previous site whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from .errors import UsageError
+
+STATE_DIR = ".reportgen"
+MANIFEST = "manifest.json"
+STAGING = "staging"
+MANIFEST_VERSION = 1
+
+
+def _safe_relpath(rel: str) -> PurePosixPath:
+    """Reject any site path that could land outside the output folder."""
+    path = PurePosixPath(rel)
+    if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):
+        raise ValueError(f"unsafe site path {rel!r}")
+    if path.parts[0] == STATE_DIR:
+        raise ValueError(f"site path {rel!r} is inside reportgen's private folder")
+    return path
+
+
+class OutputFolder:
+    """The site folder and reportgen's private state inside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / STATE_DIR
+        self.staging = self.state / STAGING
+
+    def check(self, *, input_dir: Path, force: bool) -> None:
+        """Refuse output folders that would lose or mix up a user's files.
+
+        Raises:
+            UsageError: OUT is a file, is the input folder itself, or holds files that are not a
+                previous reportgen site (unless ``force``).
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"output {str(self.root)!r} exists and is not a folder")
+        if self.root.resolve() == input_dir.resolve():
+            raise UsageError("the output folder cannot be the input folder; choose another --out")
+        if not self.root.is_dir() or self.is_reportgen_site() or force:
+            return
+        if any(self.root.iterdir()):
+            raise UsageError(
+                f"output folder {str(self.root)!r} is not empty and is not a reportgen site; "
+                "choose another --out, empty it, or pass --force to add the site beside its files"
+            )
+
+    def is_reportgen_site(self) -> bool:
+        return (self.state / MANIFEST).is_file()
+
+    def owned_files(self) -> set[str]:
+        """Site-relative paths reportgen wrote last time (empty for a new folder)."""
+        try:
+            data = json.loads((self.state / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        files = data.get("files", []) if isinstance(data, dict) else []
+        return {f for f in files if isinstance(f, str)}
+
+    def begin(self) -> Staging:
+        """Start a fresh staging area (discarding an interrupted one: it is ours)."""
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        return Staging(self)
+
+
+class Staging:
+    """A new site being written aside; :meth:`commit` swaps it in."""
+
+    def __init__(self, folder: OutputFolder) -> None:
+        self.folder = folder
+        self.files: set[str] = set()
+
+    def path(self, rel: str) -> Path:
+        """Where a site-relative file is staged (its folder created)."""
+        target = self.folder.staging.joinpath(*_safe_relpath(rel).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.files.add(rel)
+        return target
+
+    def write(self, rel: str, data: bytes) -> None:
+        self.path(rel).write_bytes(data)
+
+    def link(self, rel: str, existing: Path) -> None:
+        """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows."""
+        target = self.path(rel)
+        try:
+            os.link(existing, target)
+        except OSError:
+            shutil.copyfile(existing, target)
+
+    def commit(
+        self, *, force: bool = False, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+    ) -> None:
+        """Move every staged file into the site, then delete what the old site had and this lacks.
+
+        Files are replaced one by one with atomic renames: ``first`` (pictures: new names, invisible
+        to the old pages), then pages, ``last`` (the index) at the end, so at every moment each link
+        in the visible site points at a file that exists. The manifest names old and new files
+        while the swap runs, so an interrupted swap still leaves every file owned.
+
+        Raises:
+            UsageError: a staged file would replace a file reportgen did not write (unless
+                ``force``); nothing has been moved then.
+        """
+        folder = self.folder
+        old = folder.owned_files()
+        if not force:
+            foreign = sorted(
+                rel for rel in self.files - old if folder.root.joinpath(rel).exists()
+            )
+            if foreign:
+                shown = ", ".join(repr(f) for f in foreign[:3])
+                more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                raise UsageError(
+                    f"the site would replace files reportgen did not write: {shown}{more}; "
+                    "move them away or pass --force"
+                )
+        self._write_manifest(old | self.files)
+        order = sorted(self.files, key=lambda f: (not f.startswith(first), f in last, f))
+        for rel in order:
+            source = folder.staging.joinpath(*PurePosixPath(rel).parts)
+            target = folder.root.joinpath(*PurePosixPath(rel).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        for rel in sorted(old - self.files):
+            try:
+                target = folder.root.joinpath(*_safe_relpath(rel).parts)
+            except ValueError:
+                continue  # a hand-edited manifest cannot make us delete outside the site
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+                _remove_empty_parents(target.parent, folder.root)
+        self._write_manifest(self.files)
+        shutil.rmtree(folder.staging)
+
+    def _write_manifest(self, files: set[str]) -> None:
+        data = {"version": MANIFEST_VERSION, "files": sorted(files)}
+        tmp = self.folder.state / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(data, indent=0) + "\n", encoding="utf-8")
+        os.replace(tmp, self.folder.state / MANIFEST)
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

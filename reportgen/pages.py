@@ -1,0 +1,151 @@
+"""Writing the HTML pages and predictions.json. Knows nothing of torch: it reads records only."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from . import __version__, naming
+from .records import ImageRecord, ModelSummary, Skipped
+
+STATIC_FILES = ("style.css", "favicon.svg", "filter.js")
+ASSETS_DIR = "assets"
+
+Writer = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class SiteContent:
+    """Everything the pages show."""
+
+    photos: Sequence[ImageRecord]
+    skipped: Sequence[Skipped]
+    model: ModelSummary
+    kernels_size: tuple[int, int]
+    grid_size: tuple[int, int]
+    kernel_scale: int
+    per_page: int
+    title: str = "How AlexNet sees these photos"
+
+
+def rel(target: str, page: str) -> str:
+    """The URL of site-relative ``target`` as seen from the page at site-relative ``page``.
+
+    Every link is relative, so the site works from file://, from /REPO/ and from a domain root.
+    """
+    return posixpath.relpath(target, posixpath.dirname(page) or ".")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "×".join(str(n) for n in shape)
+
+
+def _filesize(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja environment over the templates shipped inside the package."""
+    folder = resources.files("reportgen.templates")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["shape"] = _shape
+    env.filters["filesize"] = _filesize
+    return env
+
+
+class PageWriter:
+    """Renders templates to site-relative paths through a ``write(path, bytes)`` callback."""
+
+    def __init__(self, site: SiteContent, write: Writer) -> None:
+        self.site = site
+        self.write = write
+        self.env = environment()
+
+    def page(self, template: str, path: str, **context: Any) -> None:
+        html = self.env.get_template(template).render(
+            rel=lambda target: rel(target, path),
+            site_title=self.site.title,
+            version=__version__,
+            model=self.site.model,
+            kernels_url=naming.KERNELS_PICTURE,
+            kernels_size=self.site.kernels_size,
+            grid_size=self.site.grid_size,
+            kernel_scale=self.site.kernel_scale,
+            **context,
+        )
+        self.write(path, html.encode("utf-8"))
+
+    def assets(self) -> None:
+        folder = resources.files("reportgen.templates.static")
+        for name in STATIC_FILES:
+            self.write(f"{ASSETS_DIR}/{name}", folder.joinpath(name).read_bytes())
+
+    def index_pages(self) -> None:
+        photos = list(self.site.photos)
+        size = self.site.per_page
+        count = max(1, -(-len(photos) // size))
+        pages = [{"number": n, "url": naming.index_page(n)} for n in range(1, count + 1)]
+        for n in range(1, count + 1):
+            self.page(
+                "index.html",
+                naming.index_page(n),
+                photos=photos[(n - 1) * size : n * size],
+                pages=pages,
+                current=n,
+                total=len(photos),
+                skipped=self.site.skipped,
+            )
+
+    def photo_page(self, position: int) -> None:
+        photos = self.site.photos
+        photo = photos[position]
+        self.page(
+            "photo.html",
+            photo.page,
+            photo=photo,
+            prev=photos[position - 1] if position > 0 else None,
+            next=photos[position + 1] if position + 1 < len(photos) else None,
+            index_url=naming.index_page(position // self.site.per_page + 1),
+        )
+
+
+def predictions_json(site: SiteContent) -> bytes:
+    """The machine-readable summary, images sorted by source; stable bytes for stable input."""
+    model = site.model
+    data = {
+        "model": {"arch": model.arch, "weights": model.weights, "sha256": model.sha256},
+        "images": [
+            {
+                "source": p.source,
+                "page": p.page,
+                "top5": [
+                    {"index": t.index, "label": t.label, "probability": t.probability}
+                    for t in p.top5
+                ],
+            }
+            for p in sorted(site.photos, key=lambda p: p.source)
+        ],
+        "skipped": [
+            {"source": s.source, "reason": s.reason}
+            for s in sorted(site.skipped, key=lambda s: s.source)
+        ],
+    }
+    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")

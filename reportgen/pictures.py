@@ -1,0 +1,102 @@
+"""Turning tensors into pictures: whole batches at a time, with tensor ops, no matplotlib.
+
+The functions here take tensors and return ``uint8`` arrays; :func:`save` encodes them with fixed
+settings and no metadata, so the same input always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+GRID_COLUMNS = 8
+GRID_GAP = 2
+GAP_VALUE = 255
+KERNEL_SCALE = 8
+JPEG_QUALITY = 85
+
+
+def normalize_each(maps: torch.Tensor) -> torch.Tensor:
+    """Scale each map to 0..1 on its own (min-max over its last ``dims`` axes).
+
+    ``maps`` is (B, N, ...) ; each of the B*N maps is normalised independently. A constant map
+    becomes all zeros rather than dividing by zero.
+    """
+    flat = maps.flatten(2).float()
+    low = flat.amin(dim=2, keepdim=True)
+    span = flat.amax(dim=2, keepdim=True) - low
+    scaled = (flat - low) / torch.where(span > 0, span, torch.ones_like(span))
+    return scaled.view(maps.shape)
+
+
+def to_uint8(unit: torch.Tensor) -> torch.Tensor:
+    """0..1 floats to 0..255 bytes, rounded."""
+    return (unit.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def tile(
+    images: torch.Tensor, columns: int = GRID_COLUMNS, gap: int = GRID_GAP, fill: int = GAP_VALUE
+) -> torch.Tensor:
+    """Lay out (B, N, C, H, W) tiles as B grids of ``columns`` per row, row-major.
+
+    Tile ``k`` lands at row ``k // columns``, column ``k % columns``; tiles are separated by ``gap``
+    pixels of ``fill``. Returns (B, C, rows*(H+gap)-gap, columns*(W+gap)-gap), same dtype.
+    """
+    b, n, c, h, w = images.shape
+    rows = -(-n // columns)
+    padded = torch.full(
+        (b, rows * columns, c, h + gap, w + gap), fill, dtype=images.dtype, device=images.device
+    )
+    padded[:, :n, :, :h, :w] = images
+    grid = padded.view(b, rows, columns, c, h + gap, w + gap).permute(0, 3, 1, 4, 2, 5)
+    grid = grid.reshape(b, c, rows * (h + gap), columns * (w + gap))
+    return grid[:, :, : grid.shape[2] - gap, : grid.shape[3] - gap]
+
+
+def activation_grids(conv1: torch.Tensor) -> np.ndarray:
+    """(B, 64, 55, 55) conv1 outputs to B grey 8x8 grids, each map normalised on its own."""
+    unit = normalize_each(conv1)
+    grids = tile(to_uint8(unit).unsqueeze(2))  # (B, 1, Hg, Wg)
+    return grids[:, 0].cpu().numpy()
+
+
+def kernel_grid(kernels: torch.Tensor, scale: int = KERNEL_SCALE) -> np.ndarray:
+    """(64, 3, 11, 11) weights to one RGB grid, each kernel normalised on its own and enlarged.
+
+    Nearest-neighbour enlargement keeps every weight a crisp square.
+    """
+    unit = normalize_each(kernels.unsqueeze(0))[0]  # (64, 3, 11, 11), per-kernel min-max
+    big = unit.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    grid = tile(to_uint8(big).unsqueeze(0))[0]  # (3, Hg, Wg)
+    return grid.permute(1, 2, 0).cpu().numpy()
+
+
+def model_inputs_to_uint8(
+    batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Undo the normalisation of model inputs: (B, 3, H, W) floats to (B, H, W, 3) bytes.
+
+    This is exactly the crop the model saw, as a picture.
+    """
+    m = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    return to_uint8(batch * s + m).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save(array: np.ndarray, path: Path) -> None:
+    """Encode a uint8 picture by its suffix (.png lossless, .jpg quality 85), without metadata."""
+    img = Image.fromarray(np.ascontiguousarray(array))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        img.save(path, format="PNG", optimize=False, compress_level=6)
+    elif suffix in (".jpg", ".jpeg"):
+        img.save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    elif suffix == ".webp":
+        img.save(path, format="WEBP", quality=JPEG_QUALITY, method=4)
+    else:
+        raise ValueError(f"unsupported picture format {suffix!r}")
