@@ -1,0 +1,56 @@
+"""Shared fixtures: seeded random weights saved as a .pth, small real photos, one built site.
+
+Nothing here touches the network or needs a GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import alexnet
+
+from reportgen.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_PHOTOS = sorted((REPO / "inputs").glob("*.jpg"))
+SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded, randomly initialised AlexNet state_dict, saved like a user's .pth."""
+    torch.manual_seed(SEED)
+    model = alexnet(weights=None)
+    path = tmp_path_factory.mktemp("weights") / "alexnet-random.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the sample photos, one of them in a subfolder."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i, photo in enumerate(SAMPLE_PHOTOS):
+        target = folder / ("sub" if i % 2 else "") / photo.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(photo, target)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_site(
+    tmp_path_factory: pytest.TempPathFactory, weights_file: Path, photos_dir: Path
+) -> Path:
+    """One site built through the CLI with --weights PATH and the default worker settings."""
+    out = tmp_path_factory.mktemp("built") / "site"
+    code = main(["build", str(photos_dir), "--out", str(out), "--weights", str(weights_file)])
+    assert code == 0
+    return out
+
+
+def run_cli(*args: str) -> int:
+    """Run the CLI in-process (torch is imported once per test session)."""
+    return main(list(args))

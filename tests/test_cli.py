@@ -1,0 +1,142 @@
+"""What a user sees: messages and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from reportgen import __version__
+
+from .conftest import run_cli
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli("--version")
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"reportgen {__version__}"
+
+
+def test_build_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("build", "--help")
+    out = capsys.readouterr().out
+    for flag in ("--out", "--weights", "--device", "--batch-size", "--workers", "--config",
+                 "--quiet", "--force", "--max-pixels", "--per-page"):
+        assert flag in out
+
+
+def test_bad_config_names_every_offending_key_before_any_model_work(tmp_path, capsys, monkeypatch):
+    photos = tmp_path / "in"
+    photos.mkdir()
+    config = tmp_path / "reportgen.yaml"
+    config.write_text("colour: red\nbatch_size: 0\nworkers: two\ndevice: tpu\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # picked up as ./reportgen.yaml, no --config needed
+    code = run_cli("build", str(photos), "--out", str(tmp_path / "site"))
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "reportgen: error: invalid configuration:",
+        "  - unknown key 'colour' in 'reportgen.yaml'",
+        "  - batch-size: must be at least 1 (got 0)",
+        "  - workers: must be an integer (got 'two')",
+        "  - device: must be one of auto, cpu, cuda, mps (got 'tpu')",
+    ]
+    assert not (tmp_path / "site").exists()
+
+
+def test_command_line_wins_over_config_file(tmp_path, photos_dir, weights_file):
+    config = tmp_path / "opts.yaml"
+    config.write_text(
+        f"weights: {weights_file}\nper-page: 1\nworkers: 0\nout: {tmp_path / 'from-yaml'}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "site"
+    assert run_cli("build", str(photos_dir), "--config", str(config), "--per-page", "2",
+                   "--out", str(out)) == 0
+    assert not (tmp_path / "from-yaml").exists()
+    assert sorted(p.name for p in out.glob("index*.html")) == [
+        "index-2.html", "index-3.html", "index.html"
+    ]
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code = run_cli("build", str(tmp_path), "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "reportgen: error: invalid configuration:",
+        f"  - config file '{tmp_path / 'nope.yaml'}': cannot be read (No such file or directory)",
+    ]
+
+
+def test_missing_input_folder(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert run_cli("build", str(missing), "--out", str(tmp_path / "site")) == 2
+    assert capsys.readouterr().err == f"reportgen: error: input folder '{missing}' does not exist\n"
+
+
+def test_folder_without_images(tmp_path, capsys):
+    empty = tmp_path / "in"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    assert run_cli("build", str(empty), "--out", str(tmp_path / "site"), "--weights",
+                   "random") == 1
+    assert capsys.readouterr().err == f"reportgen: error: no images found in '{empty}'\n"
+
+
+def test_offline_without_cached_weights_says_where_the_file_goes(
+    tmp_path, monkeypatch, photos_dir, capsys
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = run_cli("build", str(photos_dir), "--out", str(tmp_path / "site"))
+    assert code == 1
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert capsys.readouterr().err == (
+        "reportgen: error: cannot download the pretrained weights (no network). Offline? Put "
+        f"alexnet-owt-7be5be79.pth at {expected}, or pass --weights PATH to a local copy "
+        "(or --weights random for a dry run).\n"
+    )
+    assert not (tmp_path / "site" / "index.html").exists()
+
+
+def test_missing_weights_file(tmp_path, photos_dir, capsys):
+    missing = tmp_path / "none.pth"
+    code = run_cli("build", str(photos_dir), "--out", str(tmp_path / "s"), "--weights",
+                   str(missing))
+    assert code == 1
+    assert capsys.readouterr().err == f"reportgen: error: weights file '{missing}' does not exist\n"
+
+
+def test_unavailable_device_is_a_usage_error(tmp_path, photos_dir, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = run_cli("build", str(photos_dir), "--out", str(tmp_path / "s"), "--device", "cuda")
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "reportgen: error: --device cuda was asked for but is not available here\n"
+    )
+
+
+def test_console_script_builds_a_site(tmp_path, photos_dir, weights_file):
+    """The installed `reportgen` command, as a user runs it (not a terminal: no bars)."""
+    exe = Path(sys.executable).with_name("reportgen")
+    out = tmp_path / "site"
+    proc = subprocess.run(
+        [str(exe), "build", str(photos_dir), "--out", str(out), "--weights", str(weights_file)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"reportgen: wrote 5 photo pages to {out / 'index.html'} (device: cpu)"
+    ] or torch.cuda.is_available()
+    assert (out / "index.html").is_file()

@@ -1,0 +1,107 @@
+"""The conv1 hook, and the conv1 pictures against a direct computation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import AlexNet_Weights, alexnet
+
+from reportgen import pictures
+from reportgen.errors import WeightsError
+from reportgen.model import Conv1Recorder, load_model
+
+from .htmltools import images
+
+
+@pytest.fixture()
+def model(weights_file: Path) -> torch.nn.Module:
+    net = alexnet(weights=None)
+    net.load_state_dict(torch.load(weights_file, weights_only=True))
+    return net.eval()
+
+
+def test_recorder_keeps_conv1_output_before_the_inplace_relu(model):
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.features[0](x)
+        with Conv1Recorder(model) as rec:
+            model(x)
+            got = rec.output
+    assert got is not None and got.shape == (2, 64, 55, 55)
+    assert (got < 0).any(), "the in-place ReLU overwrote the recorded output"
+    torch.testing.assert_close(got, expected)
+
+
+def test_hook_is_removed_after_use_and_after_an_exception(model):
+    conv1 = model.features[0]
+    with Conv1Recorder(model):
+        assert len(conv1._forward_hooks) == 1
+    assert len(conv1._forward_hooks) == 0
+
+    with pytest.raises(RuntimeError, match="boom"), Conv1Recorder(model):
+        assert len(conv1._forward_hooks) == 1
+        raise RuntimeError("boom")
+    assert len(conv1._forward_hooks) == 0
+
+
+def test_tile_places_tile_k_at_row_k_div_8_column_k_mod_8():
+    tiles = torch.arange(64, dtype=torch.uint8).view(1, 64, 1, 1, 1).expand(1, 64, 1, 5, 5)
+    grid = pictures.tile(tiles.contiguous(), columns=8, gap=2, fill=255)[0, 0]
+    assert grid.shape == (8 * 7 - 2, 8 * 7 - 2)
+    for k in range(64):
+        r, c = divmod(k, 8)
+        block = grid[r * 7 : r * 7 + 5, c * 7 : c * 7 + 5]
+        assert (block == k).all()
+    assert (grid[5:7, :] == 255).all() and (grid[:, 5:7] == 255).all()
+
+
+def test_conv1_grid_in_site_holds_64_maps_of_55x55_in_order(built_site, model, photos_dir):
+    """Each tile of the site's grid is the matching conv1 map of a direct torchvision pass."""
+    data = json.loads((built_site / "predictions.json").read_text(encoding="utf-8"))
+    entry = data["images"][0]
+    page = (built_site / entry["page"]).read_text(encoding="utf-8")
+    conv1_src = next(img["src"] for img in images(page) if "conv1 output maps" in img["alt"])
+    grid = np.asarray(Image.open((built_site / entry["page"]).parent / conv1_src))
+    assert grid.shape == (8 * 57 - 2, 8 * 57 - 2)
+
+    photo = Image.open(photos_dir / entry["source"]).convert("RGB")
+    x = AlexNet_Weights.IMAGENET1K_V1.transforms()(photo).unsqueeze(0)
+    with torch.no_grad():
+        maps = model.features[0](x)[0].numpy()  # (64, 55, 55), before the ReLU
+    for k in range(64):
+        m = maps[k]
+        expected = np.rint((m - m.min()) / (m.max() - m.min()) * 255)
+        r, c = divmod(k, 8)
+        tile = grid[r * 57 : r * 57 + 55, c * 57 : c * 57 + 55].astype(float)
+        assert np.abs(tile - expected).max() <= 1, f"tile {k} is not map {k}"
+
+
+def test_kernel_grid_is_each_kernel_normalised_and_enlarged(model):
+    weight = model.features[0].weight.detach()
+    grid = pictures.kernel_grid(weight, scale=8)
+    step = 11 * 8 + 2
+    assert grid.shape == (8 * step - 2, 8 * step - 2, 3)
+    k = 9  # row 1, column 1
+    w = weight[k].permute(1, 2, 0).numpy()
+    expected = np.rint((w - w.min()) / (w.max() - w.min()) * 255)
+    tile = grid[step : step + 88 : 8, step : step + 88 : 8].astype(float)
+    assert np.abs(tile - expected).max() <= 1
+
+
+def test_wrong_shaped_weights_name_the_file(tmp_path):
+    bad = tmp_path / "resnet.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(WeightsError, match=r"resnet\.pth.*does not fit AlexNet"):
+        load_model(str(bad))
+
+
+def test_corrupt_weights_file_names_the_file(tmp_path):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"broken\.pth.*not a readable state_dict"):
+        load_model(str(bad))

@@ -1,0 +1,163 @@
+"""The built site: links, names, escaping, bad files, and the user's own files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from PIL import Image
+
+from .conftest import SAMPLE_PHOTOS, run_cli
+from .htmltools import images, links
+
+AWKWARD_NAMES = ['a <b>&"quote\'s".jpg', "café ü.jpg", "with space.JPG"]
+
+
+def assert_links_resolve(site: Path) -> int:
+    """Every href/src in every page is relative and names a file inside the site."""
+    count = 0
+    root = site.resolve()
+    for page in site.rglob("*.html"):
+        for url in links(page.read_text(encoding="utf-8")):
+            parts = urlsplit(url)
+            assert not parts.scheme and not parts.netloc, f"{page.name}: absolute URL {url}"
+            assert not url.startswith("/"), f"{page.name}: root-relative URL {url}"
+            if not parts.path:
+                continue  # a fragment such as #main
+            target = (page.parent / unquote(parts.path)).resolve()
+            assert target.is_relative_to(root), f"{page.name}: {url} leaves the site"
+            assert target.is_file(), f"{page.name}: {url} does not exist"
+            count += 1
+    return count
+
+
+def test_every_link_resolves_inside_the_site(built_site):
+    assert assert_links_resolve(built_site) > 30
+
+
+def test_pages_show_what_the_issue_lists(built_site):
+    data = json.loads((built_site / "predictions.json").read_text(encoding="utf-8"))
+    index = (built_site / "index.html").read_text(encoding="utf-8")
+    assert "5 photos" in index
+    for entry in data["images"]:
+        assert f'href="{entry["page"]}"' in index
+        page = (built_site / entry["page"]).read_text(encoding="utf-8")
+        assert "3×224×224" in page and "64×3×11×11" in page and "64×55×55" in page
+        assert entry["source"] in page
+        assert f'{entry["top5"][0]["probability"] * 100:.2f}%' in page
+        alts = [img["alt"] for img in images(page)]
+        assert len(alts) == 3 and all(alts)
+    model = (built_site / "model.html").read_text(encoding="utf-8")
+    assert "61,100,840" in model  # AlexNet's parameter count
+    assert "256×6×6" in model and "1000" in model
+    kernels = (built_site / "kernels.html").read_text(encoding="utf-8")
+    assert "64×3×11×11" in kernels
+
+
+def test_prev_next_walk_every_photo_in_order(built_site):
+    data = json.loads((built_site / "predictions.json").read_text(encoding="utf-8"))
+    pages = [e["page"] for e in data["images"]]
+    for i, page in enumerate(pages):
+        html = (built_site / page).read_text(encoding="utf-8")
+        if i + 1 < len(pages):
+            assert f'href="{Path(pages[i + 1]).name}" rel="next"' in html
+        else:
+            assert 'rel="next"' not in html
+
+
+@pytest.fixture(scope="module")
+def awkward_site(tmp_path_factory, weights_file):
+    """Awkward names, a duplicate name in two folders, and files that are not good photos."""
+    src = tmp_path_factory.mktemp("awkward")
+    photo = SAMPLE_PHOTOS[0]
+    for name in AWKWARD_NAMES:
+        shutil.copy(photo, src / name)
+    for folder in ("one", "two"):
+        (src / folder).mkdir()
+        shutil.copy(photo, src / folder / "same.jpg")
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "text.png").write_text("this is not a picture")
+    data = photo.read_bytes()
+    (src / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    Image.new("1", (20000, 10000)).save(src / "bomb.png")
+    (src / ".hidden.jpg").write_bytes(data)
+    (src / "notes.txt").write_text("ignored: not an image extension")
+    out = tmp_path_factory.mktemp("awkward-out") / "site"
+    return src, out
+
+
+def test_bad_files_are_skipped_with_a_reason_and_the_build_goes_on(awkward_site, capsys,
+                                                                   weights_file):
+    src, out = awkward_site
+    code = run_cli("build", str(src), "--out", str(out), "--weights", str(weights_file),
+                   "--workers", "0")
+    assert code == 0
+    err = capsys.readouterr().err.splitlines()
+    reasons = {
+        "bomb.png": "too large",
+        "empty.jpg": "empty file",
+        "text.png": "not an image Pillow can read",
+        "truncated.jpg": "truncated image data",
+    }
+    for name, reason in reasons.items():
+        line = next(line for line in err if name in line)
+        assert line.startswith(f"reportgen: skipped {name}: {reason}")
+    data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert [s["source"] for s in data["skipped"]] == sorted(reasons)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for name in reasons:
+        assert f"<code>{name}</code>" in index
+    assert sorted(e["source"] for e in data["images"]) == sorted(
+        [*AWKWARD_NAMES, "one/same.jpg", "two/same.jpg"]
+    )
+    assert_links_resolve(out)
+
+
+def test_awkward_names_are_escaped_and_pages_unique(awkward_site):
+    src, out = awkward_site
+    data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    pages = [e["page"] for e in data["images"]]
+    assert len(set(pages)) == len(pages)
+    for page in pages:
+        assert all(c.isascii() and (c.isalnum() or c in "-/._") for c in page), page
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "<b>" not in html
+    assert "a &lt;b&gt;&amp;&#34;quote&#39;s&#34;.jpg" in html
+    assert "café ü.jpg" in html
+
+
+def test_refuses_a_non_empty_folder_that_is_not_a_site(tmp_path, photos_dir, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert run_cli("build", str(photos_dir), "--out", str(out), "--weights", "random") == 2
+    assert capsys.readouterr().err == (
+        f"reportgen: error: output folder '{out}' is not empty and is not a reportgen site; "
+        "choose another --out, empty it, or pass --force to add the site beside its files\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_rebuild_keeps_the_users_files_and_drops_removed_photos(tmp_path, weights_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in SAMPLE_PHOTOS[:3]:
+        shutil.copy(photo, src / photo.name)
+    out = tmp_path / "site"
+    args = ("build", str(src), "--out", str(out), "--weights", str(weights_file), "--workers", "0")
+    assert run_cli(*args) == 0
+    (out / "CNAME").write_text("photos.example.org")
+    first = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    removed = first["images"][0]
+    (src / removed["source"]).unlink()
+    assert run_cli(*args) == 0
+    assert (out / "CNAME").read_text() == "photos.example.org"
+    assert not (out / removed["page"]).exists()
+    second = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert len(second["images"]) == 2
+    assert len(list((out / "img").glob("*-input.jpg"))) == 2
+    assert not (out / ".reportgen" / "staging").exists()
+    assert_links_resolve(out)
