@@ -49,7 +49,8 @@ def build(config: Config, *, force: bool = False, progress: bool = False) -> Bui
 
     Args:
         config: a validated configuration (``input_dir`` must be set).
-        force: build into a non-empty folder that is not a previous site, replacing same-named files.
+        force: build into a non-empty folder that is not a previous site, replacing same-named
+            files.
         progress: show progress bars on stderr.
 
     Raises:
@@ -181,7 +182,9 @@ def _infer_and_render(
                             Prediction(
                                 int(i), categories[int(i)], round(float(p), PROBABILITY_DIGITS)
                             )
-                            for i, p in zip(result.top_indices[row], result.top_probs[row])
+                            for i, p in zip(
+                                result.top_indices[row], result.top_probs[row], strict=True
+                            )
                         ),
                         page=naming.photo_page(source.rel),
                         crop=crop_url,
@@ -206,9 +209,7 @@ def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:
     writer.page("kernels.html", "kernels.html")
     total_params = sum(layer.parameters for layer in site.model.layers)
     writer.page("model.html", "model.html", total_parameters=total_params)
-    for position in tqdm(
-        range(len(site.photos)), desc="pages", unit="page", disable=not progress
-    ):
+    for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
         writer.photo_page(position)
     writer.index_pages()
     staging.write("predictions.json", predictions_json(site))

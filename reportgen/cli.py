@@ -49,16 +49,28 @@ def _parser() -> argparse.ArgumentParser:
         if f.name == "input_dir":
             build.add_argument("input_dir", nargs="?", metavar=meta["metavar"], help=meta["help"])
         elif f.type in ("bool", bool):
-            build.add_argument(meta["flag"], dest=f.name, action="store_true", default=None,
-                               help=meta["help"])
+            build.add_argument(
+                meta["flag"], dest=f.name, action="store_true", default=None, help=meta["help"]
+            )
         else:
-            build.add_argument(meta["flag"], dest=f.name, metavar=meta["metavar"],
-                               help=f"{meta['help']} (default: {_default_text(f)})")
-    build.add_argument("--config", type=Path, metavar="FILE",
-                       help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)")
-    build.add_argument("--force", action="store_true",
-                       help="build into a non-empty folder that is not a reportgen site, "
-                       "replacing same-named files (other files are never touched)")
+            build.add_argument(
+                meta["flag"],
+                dest=f.name,
+                metavar=meta["metavar"],
+                help=f"{meta['help']} (default: {_default_text(f)})",
+            )
+    build.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)",
+    )
+    build.add_argument(
+        "--force",
+        action="store_true",
+        help="build into a non-empty folder that is not a reportgen site, "
+        "replacing same-named files (other files are never touched)",
+    )
     return parser
 
 

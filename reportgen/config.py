@@ -39,8 +39,9 @@ class Config:
     )
     weights: str = _option(
         "pretrained",
-        "'pretrained' (torchvision's ImageNet AlexNet, cached under TORCH_HOME), a path to a local "
-        "state_dict .pth, or 'random' (seeded, untrained: a dry run whose predictions mean nothing)",
+        "'pretrained' (torchvision's ImageNet AlexNet, cached under TORCH_HOME), a path to a "
+        "local state_dict .pth, or 'random' (seeded, untrained: a dry run whose predictions mean "
+        "nothing)",
         flag="--weights",
         metavar="WEIGHTS",
     )
@@ -48,7 +49,9 @@ class Config:
         "auto", "where the model runs: auto (GPU when present), cpu, cuda or mps", flag="--device"
     )
     batch_size: int | None = _option(
-        None, "photos per forward pass (default: 32 on CPU, 128 on GPU)", flag="--batch-size",
+        None,
+        "photos per forward pass (default: 32 on CPU, 128 on GPU)",
+        flag="--batch-size",
         metavar="N",
     )
     workers: int | None = _option(
@@ -64,12 +67,11 @@ class Config:
         flag="--max-pixels",
         metavar="N",
     )
-    per_page: int = _option(
-        120, "photos per index page", flag="--per-page", metavar="N"
-    )
+    per_page: int = _option(120, "photos per index page", flag="--per-page", metavar="N")
     quiet: bool = _option(
-        False, "no progress bars and no summary line (skipped files are still reported)",
-        flag="--quiet"
+        False,
+        "no progress bars and no summary line (skipped files are still reported)",
+        flag="--quiet",
     )
 
 

@@ -25,7 +25,9 @@ class Decoded:
     frames: int
 
 
-def open_rgb(path: Path, *, max_pixels: int | None = None, allow_truncated: bool = False) -> Decoded:
+def open_rgb(
+    path: Path, *, max_pixels: int | None = None, allow_truncated: bool = False
+) -> Decoded:
     """Decode ``path`` to an upright 8-bit RGB image.
 
     EXIF orientation is applied; alpha is composited on white; 16- and 32-bit greys are scaled to
@@ -91,9 +93,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img.copy() if img.readonly else img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return Image.fromarray(_scale_to_uint8(np.asarray(img), mode), mode="L").convert("RGB")
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    elif mode == "PA":
+    if mode == "P" and "transparency" in img.info or mode == "PA":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = img.convert("RGBA")

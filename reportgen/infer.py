@@ -142,9 +142,7 @@ def run(
     dataset = PhotoDataset(
         sources, transform, max_pixels=max_pixels, allow_truncated=allow_truncated
     )
-    loader = make_loader(
-        dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
-    )
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     model = loaded.model.to(device)
     mean, std = transform.mean, transform.std
     with Conv1Recorder(model) as recorder, torch.inference_mode():

@@ -196,7 +196,9 @@ class Conv1Recorder:
         self.output: torch.Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def _hook(self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def _hook(
+        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
         # features[1] is ReLU(inplace=True): without a clone it would overwrite what we keep.
         self.output = output.detach().clone()
 

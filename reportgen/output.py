@@ -120,9 +120,7 @@ class Staging:
         folder = self.folder
         old = folder.owned_files()
         if not force:
-            foreign = sorted(
-                rel for rel in self.files - old if folder.root.joinpath(rel).exists()
-            )
+            foreign = sorted(rel for rel in self.files - old if folder.root.joinpath(rel).exists())
             if foreign:
                 shown = ", ".join(repr(f) for f in foreign[:3])
                 more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""

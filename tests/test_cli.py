@@ -26,8 +26,18 @@ def test_build_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         run_cli("build", "--help")
     out = capsys.readouterr().out
-    for flag in ("--out", "--weights", "--device", "--batch-size", "--workers", "--config",
-                 "--quiet", "--force", "--max-pixels", "--per-page"):
+    for flag in (
+        "--out",
+        "--weights",
+        "--device",
+        "--batch-size",
+        "--workers",
+        "--config",
+        "--quiet",
+        "--force",
+        "--max-pixels",
+        "--per-page",
+    ):
         assert flag in out
 
 
@@ -56,11 +66,17 @@ def test_command_line_wins_over_config_file(tmp_path, photos_dir, weights_file):
         encoding="utf-8",
     )
     out = tmp_path / "site"
-    assert run_cli("build", str(photos_dir), "--config", str(config), "--per-page", "2",
-                   "--out", str(out)) == 0
+    assert (
+        run_cli(
+            "build", str(photos_dir), "--config", str(config), "--per-page", "2", "--out", str(out)
+        )
+        == 0
+    )
     assert not (tmp_path / "from-yaml").exists()
     assert sorted(p.name for p in out.glob("index*.html")) == [
-        "index-2.html", "index-3.html", "index.html"
+        "index-2.html",
+        "index-3.html",
+        "index.html",
     ]
 
 
@@ -83,8 +99,7 @@ def test_folder_without_images(tmp_path, capsys):
     empty = tmp_path / "in"
     empty.mkdir()
     (empty / "notes.txt").write_text("no photos here")
-    assert run_cli("build", str(empty), "--out", str(tmp_path / "site"), "--weights",
-                   "random") == 1
+    assert run_cli("build", str(empty), "--out", str(tmp_path / "site"), "--weights", "random") == 1
     assert capsys.readouterr().err == f"reportgen: error: no images found in '{empty}'\n"
 
 
@@ -110,8 +125,9 @@ def test_offline_without_cached_weights_says_where_the_file_goes(
 
 def test_missing_weights_file(tmp_path, photos_dir, capsys):
     missing = tmp_path / "none.pth"
-    code = run_cli("build", str(photos_dir), "--out", str(tmp_path / "s"), "--weights",
-                   str(missing))
+    code = run_cli(
+        "build", str(photos_dir), "--out", str(tmp_path / "s"), "--weights", str(missing)
+    )
     assert code == 1
     assert capsys.readouterr().err == f"reportgen: error: weights file '{missing}' does not exist\n"
 
@@ -132,11 +148,15 @@ def test_console_script_builds_a_site(tmp_path, photos_dir, weights_file):
     out = tmp_path / "site"
     proc = subprocess.run(
         [str(exe), "build", str(photos_dir), "--out", str(out), "--weights", str(weights_file)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [
-        f"reportgen: wrote 5 photo pages to {out / 'index.html'} (device: cpu)"
-    ] or torch.cuda.is_available()
+    assert (
+        proc.stderr.splitlines()
+        == [f"reportgen: wrote 5 photo pages to {out / 'index.html'} (device: cpu)"]
+        or torch.cuda.is_available()
+    )
     assert (out / "index.html").is_file()

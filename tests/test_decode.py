@@ -40,8 +40,9 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
 
 
 def test_cmyk_one_bit_and_grey(tmp_path):
-    assert decoded_pixel(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), tmp_path, "c.jpg") \
-        == pytest.approx((255, 0, 0), abs=3)
+    assert decoded_pixel(
+        Image.new("CMYK", (4, 4), (0, 255, 255, 0)), tmp_path, "c.jpg"
+    ) == pytest.approx((255, 0, 0), abs=3)
     assert decoded_pixel(Image.new("1", (4, 4), 1), tmp_path, "one.png") == (255, 255, 255)
     assert decoded_pixel(Image.new("L", (4, 4), 77), tmp_path, "l.png") == (77, 77, 77)
 
@@ -68,5 +69,7 @@ def test_first_frame_of_an_animation(tmp_path):
 def test_max_pixels_refuses_large_images(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (100, 100)).save(path)
-    with pytest.raises(UnreadableImage, match="too large: 100x100 pixels is over the limit of 5000"):
+    with pytest.raises(
+        UnreadableImage, match="too large: 100x100 pixels is over the limit of 5000"
+    ):
         open_rgb(path, max_pixels=5000)

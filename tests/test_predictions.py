@@ -31,7 +31,7 @@ def reference_top5(weights_file: Path, photos: list[Path]) -> dict[str, list[tup
             x = transform(Image.open(path).convert("RGB")).unsqueeze(0)
             probs = torch.softmax(model(x), dim=1)[0]
             p, i = probs.topk(5)
-            out[path.name] = list(zip(i.tolist(), p.tolist()))
+            out[path.name] = list(zip(i.tolist(), p.tolist(), strict=True))
     return out
 
 
@@ -48,7 +48,7 @@ def check_against_reference(site: Path, weights_file: Path, photos_dir: Path) ->
         got = img["top5"]
         assert [t["index"] for t in got] == [i for i, _ in want]
         assert [t["label"] for t in got] == [categories[i] for i, _ in want]
-        for t, (_, p) in zip(got, want):
+        for t, (_, p) in zip(got, want, strict=True):
             assert t["probability"] == pytest.approx(p, abs=1e-5)
         probs = [t["probability"] for t in got]
         assert probs == sorted(probs, reverse=True)
@@ -98,8 +98,12 @@ def test_pretrained_loads_from_torch_home(tmp_path, monkeypatch, weights_file, p
 
 def test_random_weights_say_predictions_are_meaningless(tmp_path, photos_dir):
     out = tmp_path / "site"
-    assert run_cli("build", str(photos_dir), "--out", str(out), "--weights", "random",
-                   "--workers", "0") == 0
+    assert (
+        run_cli(
+            "build", str(photos_dir), "--out", str(out), "--weights", "random", "--workers", "0"
+        )
+        == 0
+    )
     data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
     assert data["model"] == {"arch": "alexnet", "weights": "random", "sha256": None}
     pages = sorted(out.rglob("*.html"))

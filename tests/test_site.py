@@ -47,7 +47,7 @@ def test_pages_show_what_the_issue_lists(built_site):
         page = (built_site / entry["page"]).read_text(encoding="utf-8")
         assert "3×224×224" in page and "64×3×11×11" in page and "64×55×55" in page
         assert entry["source"] in page
-        assert f'{entry["top5"][0]["probability"] * 100:.2f}%' in page
+        assert f"{entry['top5'][0]['probability'] * 100:.2f}%" in page
         alts = [img["alt"] for img in images(page)]
         assert len(alts) == 3 and all(alts)
     model = (built_site / "model.html").read_text(encoding="utf-8")
@@ -89,11 +89,13 @@ def awkward_site(tmp_path_factory, weights_file):
     return src, out
 
 
-def test_bad_files_are_skipped_with_a_reason_and_the_build_goes_on(awkward_site, capsys,
-                                                                   weights_file):
+def test_bad_files_are_skipped_with_a_reason_and_the_build_goes_on(
+    awkward_site, capsys, weights_file
+):
     src, out = awkward_site
-    code = run_cli("build", str(src), "--out", str(out), "--weights", str(weights_file),
-                   "--workers", "0")
+    code = run_cli(
+        "build", str(src), "--out", str(out), "--weights", str(weights_file), "--workers", "0"
+    )
     assert code == 0
     err = capsys.readouterr().err.splitlines()
     reasons = {
