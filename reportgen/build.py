@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from . import infer, naming, pictures
+from ._memory import RssCeiling
 from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, UsageError
@@ -32,6 +35,8 @@ log = logging.getLogger("reportgen")
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 128
 PROBABILITY_DIGITS = 6
+# Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
+PENDING_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -146,11 +151,12 @@ def _infer_and_render(
     staging: Staging,
     progress: bool,
 ) -> tuple[list[ImageRecord], list[Skipped]]:
-    """Run the model over every photo, writing each one's pictures as its batch finishes."""
+    """Run the model over every photo; each batch's pictures are encoded while the next runs."""
     batch_size, workers = _defaults(config, device)
-    categories = loaded.categories
     photos: list[ImageRecord] = []
     skipped: list[Skipped] = []
+    pending: deque[Future[None]] = deque()
+    memory = RssCeiling()
     bar = tqdm(total=len(sources), desc="inference", unit="photo", disable=not progress)
     results = infer.run(
         loaded,
@@ -160,46 +166,65 @@ def _infer_and_render(
         workers=workers,
         max_pixels=config.max_pixels,
     )
-    try:
-        for result in results:
-            for index, reason in result.errors:
-                skipped.append(Skipped(sources[index].rel, reason))
-                log.warning("skipped %s: %s", sources[index].rel, reason)
-            for row, index in enumerate(result.indices):
-                source = sources[index]
-                crop_url, conv1_url = naming.photo_pictures(source.sha256)
-                pictures.save(result.crops[row], staging.path(crop_url))
-                pictures.save(result.grids[row], staging.path(conv1_url))
-                width, height, frames = result.sizes[row]
-                photos.append(
-                    ImageRecord(
-                        source=source.rel,
-                        file_size=source.size,
-                        width=width,
-                        height=height,
-                        frames=frames,
-                        top5=tuple(
-                            Prediction(
-                                int(i), categories[int(i)], round(float(p), PROBABILITY_DIGITS)
-                            )
-                            for i, p in zip(
-                                result.top_indices[row], result.top_probs[row], strict=True
-                            )
-                        ),
-                        page=naming.photo_page(source.rel),
-                        crop=crop_url,
-                        conv1=conv1_url,
-                    )
-                )
-            bar.update(len(result.indices) + len(result.errors))
-    except RuntimeError as exc:
-        if "DataLoader worker" in str(exc):
-            raise BuildError(f"a photo-decoding worker process died: {exc}") from exc
-        raise
-    finally:
-        bar.close()
+    # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
+        try:
+            for result in results:
+                for index, reason in result.errors:
+                    skipped.append(Skipped(sources[index].rel, reason))
+                    log.warning("skipped %s: %s", sources[index].rel, reason)
+                batch = [
+                    _record(sources[i], result, row, loaded.categories)
+                    for row, i in enumerate(result.indices)
+                ]
+                photos.extend(batch)
+                pending.append(encoder.submit(_save_pictures, batch, result, staging))
+                while len(pending) > PENDING_BATCHES:
+                    pending.popleft().result()
+                bar.update(len(result.indices) + len(result.errors))
+                memory.check()
+            while pending:
+                pending.popleft().result()
+        except RuntimeError as exc:
+            if "DataLoader worker" in str(exc):
+                raise BuildError(f"a photo-decoding worker process died: {exc}") from exc
+            raise
+        finally:
+            bar.close()
     photos.sort(key=lambda p: p.source)
     return photos, skipped
+
+
+def _record(
+    source: Source, result: infer.BatchResult, row: int, categories: Sequence[str]
+) -> ImageRecord:
+    """The record of the photo in ``row`` of a batch."""
+    crop_url, conv1_url = naming.photo_pictures(source.sha256)
+    width, height, frames = result.sizes[row]
+    top5 = tuple(
+        Prediction(int(i), categories[int(i)], round(float(p), PROBABILITY_DIGITS))
+        for i, p in zip(result.top_indices[row], result.top_probs[row], strict=True)
+    )
+    return ImageRecord(
+        source=source.rel,
+        file_size=source.size,
+        width=width,
+        height=height,
+        frames=frames,
+        top5=top5,
+        page=naming.photo_page(source.rel),
+        crop=crop_url,
+        conv1=conv1_url,
+    )
+
+
+def _save_pictures(
+    records: Sequence[ImageRecord], result: infer.BatchResult, staging: Staging
+) -> None:
+    """Encode one batch's crops and conv1 grids into the staged site."""
+    for row, record in enumerate(records):
+        pictures.save(result.crops[row], staging.path(record.crop))
+        pictures.save(result.grids[row], staging.path(record.conv1))
 
 
 def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:

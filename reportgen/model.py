@@ -181,6 +181,10 @@ def device_available(device: str) -> bool:
     return True
 
 
+def _copy(output: torch.Tensor) -> torch.Tensor:
+    return output.clone()
+
+
 class Conv1Recorder:
     """Records the output of AlexNet's first convolution, before its ReLU.
 
@@ -189,18 +193,24 @@ class Conv1Recorder:
         with Conv1Recorder(model) as rec:
             model(batch)
             maps = rec.output  # (B, 64, 55, 55)
+
+    ``transform`` is applied to the output inside the hook and must return a new tensor:
+    ``features[1]`` is ``ReLU(inplace=True)``, which overwrites the conv output right after the
+    hook, so what is kept must be a copy (the default) or something computed from it.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self, model: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor] = _copy
+    ) -> None:
         self.module: nn.Module = model.features[0]
+        self.transform = transform
         self.output: torch.Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
     def _hook(
         self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
     ) -> None:
-        # features[1] is ReLU(inplace=True): without a clone it would overwrite what we keep.
-        self.output = output.detach().clone()
+        self.output = self.transform(output.detach())
 
     def __enter__(self) -> Conv1Recorder:
         self._handle = self.module.register_forward_hook(self._hook)

@@ -36,7 +36,7 @@ def photo_page(source: str) -> str:
 
 def photo_pictures(key: str) -> tuple[str, str]:
     """Site-relative URLs of a result's crop and conv1 grid; ``key`` names the result."""
-    return f"{PICTURES_DIR}/{key[:20]}-input.jpg", f"{PICTURES_DIR}/{key[:20]}-conv1.png"
+    return f"{PICTURES_DIR}/{key[:20]}-input.jpg", f"{PICTURES_DIR}/{key[:20]}-conv1.jpg"
 
 
 def index_page(number: int) -> str:

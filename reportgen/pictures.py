@@ -21,16 +21,31 @@ JPEG_QUALITY = 85
 
 
 def normalize_each(maps: torch.Tensor) -> torch.Tensor:
-    """Scale each map to 0..1 on its own (min-max over its last ``dims`` axes).
+    """Scale each map to 0..1 on its own (min-max over everything after the first two axes).
 
-    ``maps`` is (B, N, ...) ; each of the B*N maps is normalised independently. A constant map
+    ``maps`` is (B, N, ...); each of the B*N maps is normalised independently. A constant map
     becomes all zeros rather than dividing by zero.
     """
-    flat = maps.flatten(2).float()
-    low = flat.amin(dim=2, keepdim=True)
-    span = flat.amax(dim=2, keepdim=True) - low
-    scaled = (flat - low) / torch.where(span > 0, span, torch.ones_like(span))
-    return scaled.view(maps.shape)
+    return _scaled_each(maps, 1.0)
+
+
+def _scaled_each(maps: torch.Tensor, top: float) -> torch.Tensor:
+    """Each map min-max scaled to 0..``top``, as a new float tensor of the same shape."""
+    dims = tuple(range(2, maps.ndim))
+    maps = maps.float()
+    low = maps.amin(dim=dims, keepdim=True)
+    span = maps.amax(dim=dims, keepdim=True) - low
+    scale = torch.where(span > 0, top / span, torch.zeros_like(span))
+    return (maps - low).mul_(scale)
+
+
+def activation_levels(conv1: torch.Tensor) -> torch.Tensor:
+    """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max.
+
+    Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
+    activations: no float copy of the batch is ever kept.
+    """
+    return _scaled_each(conv1, 255.0).round_().to(torch.uint8)
 
 
 def to_uint8(unit: torch.Tensor) -> torch.Tensor:
@@ -57,11 +72,14 @@ def tile(
     return grid[:, :, : grid.shape[2] - gap, : grid.shape[3] - gap]
 
 
+def grey_grids(levels: torch.Tensor) -> np.ndarray:
+    """(B, 64, 55, 55) ``uint8`` maps to B grey grids of 8 per row, as a NumPy array."""
+    return tile(levels.unsqueeze(2))[:, 0].cpu().numpy()
+
+
 def activation_grids(conv1: torch.Tensor) -> np.ndarray:
     """(B, 64, 55, 55) conv1 outputs to B grey 8x8 grids, each map normalised on its own."""
-    unit = normalize_each(conv1)
-    grids = tile(to_uint8(unit).unsqueeze(2))  # (B, 1, Hg, Wg)
-    return grids[:, 0].cpu().numpy()
+    return grey_grids(activation_levels(conv1))
 
 
 def kernel_grid(kernels: torch.Tensor, scale: int = KERNEL_SCALE) -> np.ndarray:
@@ -95,7 +113,7 @@ def save(array: np.ndarray, path: Path) -> None:
     if suffix == ".png":
         img.save(path, format="PNG", optimize=False, compress_level=6)
     elif suffix in (".jpg", ".jpeg"):
-        img.save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        img.save(path, format="JPEG", quality=JPEG_QUALITY)
     elif suffix == ".webp":
         img.save(path, format="WEBP", quality=JPEG_QUALITY, method=4)
     else:

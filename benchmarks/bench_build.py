@@ -1,0 +1,256 @@
+"""How fast is a build, and how does it scale? Prints figures; asserts nothing.
+
+    python benchmarks/bench_build.py --images 300            # CPU, random weights
+    python benchmarks/bench_build.py --images 300 --device cuda
+
+In one run, on the same distinct photos (random crops and resizes of inputs/, so no two are alike):
+
+(a) the model-only bound: decode + preprocess + forward with the build's DataLoader settings;
+(b) full cold ``reportgen build`` runs at N and 4N photos, each in a fresh process, giving the
+    steady rate 3N / (t(4N) - t(N)), the fixed start-up cost, peak RSS and bytes per photo;
+(c) a naive reference, as a person following the study notes would write it: one photo at a time,
+    matplotlib subplots for the 64 maps and a matplotlib bar chart for the top-5 (timed on a sample
+    of --naive photos, since it runs at about a photo a second);
+(d) incremental rebuilds: unchanged, and with 10 photos added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((REPO / "inputs").glob("*.jpg"))
+
+# Runs one build in a fresh interpreter and reports its own wall time and peak memory.
+CHILD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from reportgen.cli import main
+code = main(sys.argv[1:])
+elapsed = time.perf_counter() - t0
+print(json.dumps({
+    "code": code,
+    "seconds": elapsed,
+    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "workers_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+}))
+"""
+
+
+def make_photos(folder: Path, count: int, seed: int) -> list[Path]:
+    """``count`` distinct JPEGs: random crops of the samples, resized to 300-800 px wide."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [Image.open(p).convert("RGB") for p in SAMPLES]
+    paths = []
+    for i in range(count):
+        img = sources[i % len(sources)]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
+        x, y = rng.randrange(0, w - cw + 1), rng.randrange(0, h - ch + 1)
+        width = rng.randrange(300, 801)
+        crop = img.crop((x, y, x + cw, y + ch))
+        crop = crop.resize((width, max(1, round(width * ch / cw))), Image.Resampling.BILINEAR)
+        path = folder / f"photo-{i:05d}.jpg"
+        crop.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def link_subset(paths: list[Path], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        os.link(p, folder / p.name)
+    return folder
+
+
+def model_only(folder: Path, device_name: str, weights: str) -> float:
+    """Photos/s of decode + preprocess + forward, with the build's DataLoader settings."""
+    import torch
+
+    from reportgen import infer
+    from reportgen.build import _defaults
+    from reportgen.config import load_config
+    from reportgen.discover import discover
+    from reportgen.model import load_model, pick_device
+
+    config = load_config({"input_dir": str(folder), "device": device_name}, read_default=False)
+    device = pick_device(config.device)
+    batch_size, workers = _defaults(config, device)
+    sources, _ = discover(folder)
+    loaded = load_model(weights)
+    model = infer.prepare(loaded.model, device)
+    dataset = infer.PhotoDataset(sources, loaded.transforms)
+    loader = infer.make_loader(
+        dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
+    )
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, 224, 224, device=device))  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for batch in loader:
+            logits = model(infer.to_device(batch.x, device))
+            logits.softmax(dim=1).topk(5)[1].cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return len(sources) / (time.perf_counter() - start)
+
+
+def naive(paths: list[Path], out: Path, weights: str) -> float:
+    """Photos/s of the notes' way: one photo at a time, matplotlib for every picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from PIL import Image
+
+    from reportgen.model import load_model
+
+    loaded = load_model(weights)
+    model, transform, labels = loaded.model, loaded.transforms, loaded.categories
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for i, path in enumerate(paths):
+        x = transform(Image.open(path).convert("RGB")).unsqueeze(0)
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep(module, args, output, kept=kept):
+            kept["conv1"] = output.detach().clone()
+
+        handle = model.features[0].register_forward_hook(keep)
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)[0]
+        handle.remove()
+        p, idx = probs.topk(5)
+        fig, axes = plt.subplots(8, 8, figsize=(8, 8))
+        for k, ax in enumerate(axes.flat):
+            ax.imshow(kept["conv1"][0, k].numpy(), cmap="gray")
+            ax.axis("off")
+        fig.savefig(out / f"{i}-conv1.png")
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.barh([labels[j] for j in idx.tolist()][::-1], p.tolist()[::-1])
+        fig.savefig(out / f"{i}-top5.png")
+        plt.close(fig)
+        Image.open(path).convert("RGB").resize((224, 224)).save(out / f"{i}.jpg")
+        (out / f"{i}.html").write_text(
+            f"<img src='{i}.jpg'><img src='{i}-conv1.png'><img src='{i}-top5.png'>"
+        )
+    return len(paths) / (time.perf_counter() - start)
+
+
+def build(folder: Path, out: Path, args: argparse.Namespace, *extra: str) -> dict:
+    cmd = [sys.executable, "-c", CHILD, "build", str(folder), "--out", str(out)]
+    cmd += ["--weights", args.weights, "--device", args.device, "--quiet", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"build failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def site_bytes(out: Path) -> int:
+    return sum(
+        p.stat().st_size
+        for p in out.rglob("*")
+        if p.is_file() and ".reportgen" not in p.relative_to(out).parts
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300, help="N (the large build uses 4N)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--weights", default="random", help="as for reportgen build")
+    parser.add_argument("--naive", type=int, default=12, help="photos for the naive reference")
+    parser.add_argument("--workdir", type=Path, help="keep the photos and sites here")
+    args = parser.parse_args()
+
+    n = args.images
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="reportgen-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    import torch
+
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}",
+        end="",
+    )
+    if args.device == "cuda":
+        print(f" ({torch.cuda.get_device_name()})", end="")
+    print(f"; weights {args.weights}; N = {n}")
+
+    all_photos = make_photos(work / "photos-4n", 4 * n, seed=0)
+    small = link_subset(all_photos[:n], work / "photos-n")
+    extra = make_photos(work / "extra", 10, seed=1)
+
+    bound = model_only(small, args.device, args.weights)
+    print(f"(a) model-only bound (decode+preprocess+forward): {bound:8.1f} photos/s")
+
+    cold_n = build(small, work / "site-n", args)
+    cold_4n = build(work / "photos-4n", work / "site-4n", args)
+    t_n, t_4n = cold_n["seconds"], cold_4n["seconds"]
+    steady = 3 * n / (t_4n - t_n)
+    startup = t_n - n / steady
+    print(f"(b) cold build, N  = {n:5d}: {t_n:7.2f} s  ({n / t_n:6.1f} photos/s overall)")
+    print(f"    cold build, 4N = {4 * n:5d}: {t_4n:7.2f} s  ({4 * n / t_4n:6.1f} photos/s overall)")
+    print(
+        f"    steady rate 3N/(t(4N)-t(N)): {steady:8.1f} photos/s"
+        f" = {steady / bound:.2f} x model-only bound (target >= 0.80)"
+    )
+    print(f"    fixed start-up cost: {startup:6.2f} s")
+    per_n, per_4n = t_n / n, t_4n / (4 * n)
+    print(
+        f"    time per photo: N {1000 * per_n:.2f} ms, 4N {1000 * per_4n:.2f} ms"
+        f" (4N/N = {per_4n / per_n:.2f})"
+    )
+    rss_n, rss_4n = cold_n["maxrss_kb"] / 1024, cold_4n["maxrss_kb"] / 1024
+    print(
+        f"    peak RSS (main process): N {rss_n:.0f} MB, 4N {rss_4n:.0f} MB"
+        f" (4N/N = {rss_4n / rss_n:.3f}, target <= 1.15)"
+    )
+    print(
+        f"    peak RSS (largest worker): N {cold_n['workers_maxrss_kb'] / 1024:.0f} MB,"
+        f" 4N {cold_4n['workers_maxrss_kb'] / 1024:.0f} MB"
+    )
+    per_photo = site_bytes(work / "site-4n") / (4 * n)
+    print(f"    site size: {per_photo / 1024:.1f} KB per photo (target <= 120)")
+
+    rate_naive = naive(all_photos[: args.naive], work / "naive", args.weights)
+    overall = 4 * n / t_4n
+    print(
+        f"(c) naive reference ({args.naive} photos): {rate_naive:8.2f} photos/s;"
+        f" cold 4N build is {overall / rate_naive:.0f}x faster (target >= 50)"
+    )
+
+    again = build(work / "photos-4n", work / "site-4n", args)
+    print(
+        f"(d) rebuild of 4N, nothing changed: {again['seconds']:7.2f} s"
+        f" ({again['seconds'] / t_4n:.1%} of cold)"
+    )
+    for p in extra:
+        shutil.copy(p, work / "photos-4n" / f"added-{p.name}")
+    added = build(work / "photos-4n", work / "site-4n", args)
+    print(f"    rebuild of 4N + 10 new photos: {added['seconds']:7.2f} s")
+    if not args.workdir:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
