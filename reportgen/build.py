@@ -1,42 +1,29 @@
-"""The build: discover → infer → render pictures → write pages."""
+"""The build: discover → infer → render pictures → write pages.
+
+Inference and picture rendering live in :mod:`reportgen.compute`, imported only when some photo
+is missing from the cache: a rebuild with nothing new never imports torch.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from . import infer, naming, pictures
-from ._memory import RssCeiling
+from . import naming
+from .cache import ModelEntry, ResultCache, StoredResult, fingerprint
 from .config import Config
 from .discover import discover
-from .errors import BuildError, InputError, UsageError
-from .model import (
-    LoadedModel,
-    conv1_kernels,
-    device_available,
-    load_model,
-    pick_device,
-    summarize,
-)
+from .errors import InputError, UsageError
 from .output import OutputFolder, Staging
 from .pages import PageWriter, SiteContent, predictions_json
-from .records import ImageRecord, Prediction, Skipped, Source
+from .records import ImageRecord, ModelSummary, Prediction, Skipped, Source
+from .weights import WeightsSpec, resolve_weights
 
 log = logging.getLogger("reportgen")
-
-CPU_BATCH_SIZE = 32
-GPU_BATCH_SIZE = 128
-PROBABILITY_DIGITS = 6
-# Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
-PENDING_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -46,16 +33,18 @@ class BuildResult:
     out_dir: Path
     photos: tuple[ImageRecord, ...]
     skipped: tuple[Skipped, ...]
-    device: str
+    computed: int
+    """Photos run through the model by this build (the rest came from the cache)."""
+    reused: int
+    device: str | None
+    """Where the model ran; None when it was not needed."""
 
 
-def build(config: Config, *, force: bool = False, progress: bool = False) -> BuildResult:
+def build(config: Config, *, progress: bool = False) -> BuildResult:
     """Build the site described by ``config``.
 
     Args:
         config: a validated configuration (``input_dir`` must be set).
-        force: build into a non-empty folder that is not a previous site, replacing same-named
-            files.
         progress: show progress bars on stderr.
 
     Raises:
@@ -63,43 +52,58 @@ def build(config: Config, *, force: bool = False, progress: bool = False) -> Bui
     """
     input_dir = _check_input(config.input_dir)
     out = OutputFolder(config.out_dir)
-    out.check(input_dir=input_dir, force=force)
-    device = _device(config.device)
+    out.check(input_dir=input_dir, force=config.force)
 
-    # First gather everything about every photo.
-    sources, skipped = discover(input_dir, exclude=config.out_dir)
+    # First gather everything about every photo: from the cache, or from the model.
+    sources, unreadable = discover(input_dir, exclude=config.out_dir)
+    if not sources and not unreadable:
+        raise InputError(f"no images found in {str(input_dir)!r}")
+    weights = resolve_weights(config.weights, progress=progress)
+    for warning in weights.warnings:
+        log.warning("%s", warning)
+    cache = ResultCache(config.cache or out.state / "cache", _fingerprint(weights, config))
+    keys = {s.rel: cache.key(s.sha256) for s in sources}
+    stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
+    todo = [s for s in sources if stored.get(s.rel) is None]
+    model = None if config.full else cache.load_model()
+    device = None
+    if todo or model is None:
+        from .compute import compute  # torch is imported here, and only here
+
+        computed = compute(weights, todo, keys, cache, config, progress=progress)
+        model, device = computed.model, computed.device
+        stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
+    photos, skipped = _collect(sources, keys, stored, model.categories)
+    skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
         log.warning("skipped %s: %s", item.source, item.reason)
-    if not sources:
-        raise InputError(f"no images found in {str(input_dir)!r}")
-    loaded = load_model(config.weights, progress=progress)
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    summary = summarize(loaded)
-
-    staging = out.begin()
-    photos, unreadable = _infer_and_render(loaded, sources, device, config, staging, progress)
-    skipped = sorted([*skipped, *unreadable], key=lambda s: s.source)
     if not photos:
-        raise InputError(
-            f"none of the {len(sources)} image files in {str(input_dir)!r} could be read"
-        )
-    kernels = pictures.kernel_grid(conv1_kernels(loaded.model))
-    pictures.save(kernels, staging.path(naming.KERNELS_PICTURE))
+        raise InputError(f"none of the image files in {str(input_dir)!r} could be read")
 
     # Then write every page, and swap the new site in.
     site = SiteContent(
         photos=photos,
         skipped=skipped,
-        model=summary,
-        kernels_size=(kernels.shape[1], kernels.shape[0]),
-        grid_size=_grid_size(summary.conv1_output_shape),
-        kernel_scale=pictures.KERNEL_SCALE,
+        model=_describe_weights(model, weights),
+        kernels_size=model.kernels_size,
+        grid_size=model.grid_size,
+        kernel_scale=model.kernel_scale,
         per_page=config.per_page,
     )
+    staging = out.begin()
+    _stage_pictures(photos, keys, cache, staging)
     _write_pages(site, staging, progress)
-    staging.commit(force=force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
-    return BuildResult(config.out_dir, tuple(photos), tuple(skipped), str(device))
+    staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
+    if config.cache is None:
+        cache.prune(set(keys.values()))
+    return BuildResult(
+        out_dir=config.out_dir,
+        photos=tuple(photos),
+        skipped=tuple(skipped),
+        computed=len(todo),
+        reused=len(sources) - len(todo),
+        device=device,
+    )
 
 
 def _check_input(input_dir: Path | None) -> Path:
@@ -113,118 +117,69 @@ def _check_input(input_dir: Path | None) -> Path:
     return input_dir
 
 
-def _device(requested: str) -> torch.device:
-    if not device_available(requested):
-        raise UsageError(f"--device {requested} was asked for but is not available here")
-    return pick_device(requested)
-
-
-def _grid_size(conv1_shape: Sequence[int]) -> tuple[int, int]:
-    """Width and height of the conv1 grid picture for maps of ``conv1_shape`` (C, H, W)."""
-    channels, height, width = conv1_shape
-    rows = -(-channels // pictures.GRID_COLUMNS)
-    gap = pictures.GRID_GAP
-    return (
-        pictures.GRID_COLUMNS * (width + gap) - gap,
-        rows * (height + gap) - gap,
+def _fingerprint(weights: WeightsSpec, config: Config) -> str:
+    return fingerprint(
+        weights, max_pixels=config.max_pixels, allow_truncated=config.allow_truncated
     )
 
 
-def _defaults(config: Config, device: torch.device) -> tuple[int, int]:
-    """Batch size and worker count, where the user left them to us."""
-    gpu = device.type != "cpu"
-    batch = config.batch_size or (GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE)
-    if config.workers is not None:
-        workers = config.workers
-    else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        # On the CPU the model wants the cores; one worker keeps decoding off its critical path.
-        workers = min(8, max(1, (cores or 1) - 1)) if gpu else 1
-    return batch, workers
-
-
-def _infer_and_render(
-    loaded: LoadedModel,
-    sources: Sequence[Source],
-    device: torch.device,
-    config: Config,
-    staging: Staging,
-    progress: bool,
+def _collect(
+    sources: list[Source],
+    keys: dict[str, str],
+    stored: dict[str, StoredResult | None],
+    categories: tuple[str, ...],
 ) -> tuple[list[ImageRecord], list[Skipped]]:
-    """Run the model over every photo; each batch's pictures are encoded while the next runs."""
-    batch_size, workers = _defaults(config, device)
+    """Every photo's record, in source order, and the files that could not be used."""
     photos: list[ImageRecord] = []
     skipped: list[Skipped] = []
-    pending: deque[Future[None]] = deque()
-    memory = RssCeiling()
-    bar = tqdm(total=len(sources), desc="inference", unit="photo", disable=not progress)
-    results = infer.run(
-        loaded,
-        sources,
-        device,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=config.max_pixels,
-    )
-    # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
-        try:
-            for result in results:
-                for index, reason in result.errors:
-                    skipped.append(Skipped(sources[index].rel, reason))
-                    log.warning("skipped %s: %s", sources[index].rel, reason)
-                batch = [
-                    _record(sources[i], result, row, loaded.categories)
-                    for row, i in enumerate(result.indices)
-                ]
-                photos.extend(batch)
-                pending.append(encoder.submit(_save_pictures, batch, result, staging))
-                while len(pending) > PENDING_BATCHES:
-                    pending.popleft().result()
-                bar.update(len(result.indices) + len(result.errors))
-                memory.check()
-            while pending:
-                pending.popleft().result()
-        except RuntimeError as exc:
-            if "DataLoader worker" in str(exc):
-                raise BuildError(f"a photo-decoding worker process died: {exc}") from exc
-            raise
-        finally:
-            bar.close()
-    photos.sort(key=lambda p: p.source)
+    for source in sources:
+        result = stored.get(source.rel)
+        if result is None:  # only if the cache folder was changed under us
+            skipped.append(Skipped(source.rel, "its result went missing from the cache"))
+        elif result.error is not None:
+            skipped.append(Skipped(source.rel, result.error))
+        else:
+            photos.append(_record(source, keys[source.rel], result, categories))
     return photos, skipped
 
 
 def _record(
-    source: Source, result: infer.BatchResult, row: int, categories: Sequence[str]
+    source: Source, key: str, stored: StoredResult, categories: tuple[str, ...]
 ) -> ImageRecord:
-    """The record of the photo in ``row`` of a batch."""
-    crop_url, conv1_url = naming.photo_pictures(source.sha256)
-    width, height, frames = result.sizes[row]
-    top5 = tuple(
-        Prediction(int(i), categories[int(i)], round(float(p), PROBABILITY_DIGITS))
-        for i, p in zip(result.top_indices[row], result.top_probs[row], strict=True)
-    )
+    crop, conv1 = naming.photo_pictures(key)
     return ImageRecord(
         source=source.rel,
         file_size=source.size,
-        width=width,
-        height=height,
-        frames=frames,
-        top5=top5,
+        width=stored.width,
+        height=stored.height,
+        frames=stored.frames,
+        top5=tuple(Prediction(i, categories[i], p) for i, p in stored.top5),
         page=naming.photo_page(source.rel),
-        crop=crop_url,
-        conv1=conv1_url,
+        crop=crop,
+        conv1=conv1,
     )
 
 
-def _save_pictures(
-    records: Sequence[ImageRecord], result: infer.BatchResult, staging: Staging
+def _describe_weights(model: ModelEntry, weights: WeightsSpec) -> ModelSummary:
+    """The model summary, naming the weights as this build was asked for them."""
+    return dataclasses.replace(
+        model.summary,
+        weights=weights.label,
+        sha256=weights.sha256,
+        untrained=weights.untrained,
+        warnings=weights.warnings,
+    )
+
+
+def _stage_pictures(
+    photos: list[ImageRecord], keys: dict[str, str], cache: ResultCache, staging: Staging
 ) -> None:
-    """Encode one batch's crops and conv1 grids into the staged site."""
-    for row, record in enumerate(records):
-        pictures.save(result.crops[row], staging.path(record.crop))
-        pictures.save(result.grids[row], staging.path(record.conv1))
+    """Link each picture from the cache into the new site (copies where links cannot be made)."""
+    staging.link(naming.KERNELS_PICTURE, cache.kernels_picture)
+    for photo in photos:
+        key = keys[photo.source]
+        staging.link(photo.crop, cache.picture(key, "input"))
+        staging.link(photo.conv1, cache.picture(key, "conv1"))
 
 
 def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:

@@ -12,12 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from . import __version__
 from .config import DEFAULT_CONFIG_FILE, Config, load_config
 from .errors import ReportgenError
+
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 PROG = "reportgen"
 
@@ -65,12 +69,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)",
     )
-    build.add_argument(
-        "--force",
-        action="store_true",
-        help="build into a non-empty folder that is not a reportgen site, "
-        "replacing same-named files (other files are never touched)",
-    )
     return parser
 
 
@@ -97,24 +95,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _setup_logging()
     progress = not config.quiet and sys.stderr.isatty()
-    from .build import build  # torch loads here, after the arguments are known to be good
+    from .build import build
 
     try:
-        result = build(config, force=args.force, progress=progress)
+        result = build(config, progress=progress)
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted; the previous site is unchanged")
+        _error("interrupted; finished photos are cached for the next build")
         return 130
     if not config.quiet:
-        skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-        print(
-            f"{PROG}: wrote {len(result.photos)} photo pages{skipped} to "
-            f"{result.out_dir / 'index.html'} (device: {result.device})",
-            file=sys.stderr,
-        )
+        print(f"{PROG}: {_summary(result)}", file=sys.stderr)
+    if config.strict and result.skipped:
+        _error(f"{len(result.skipped)} file(s) skipped (--strict)")
+        return 1
     return 0
+
+
+def _summary(result: BuildResult) -> str:
+    """One line saying what the build did."""
+    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    if result.computed:
+        work = f"{result.computed} computed on {result.device}, {result.reused} from the cache"
+    else:
+        work = "all from the cache"
+    return (
+        f"wrote {len(result.photos)} photo pages ({work}){skipped} to "
+        f"{result.out_dir / 'index.html'}"
+    )
 
 
 def _setup_logging() -> None:

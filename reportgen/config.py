@@ -68,6 +68,26 @@ class Config:
         metavar="N",
     )
     per_page: int = _option(120, "photos per index page", flag="--per-page", metavar="N")
+    cache: Path | None = _option(
+        None,
+        "folder of the incremental cache (default: OUT_DIR/.reportgen/cache); keep it between "
+        "runs, e.g. in CI, to redo only new photos",
+        flag="--cache",
+        metavar="DIR",
+    )
+    full: bool = _option(False, "ignore the cache: run the model over every photo", flag="--full")
+    allow_truncated: bool = _option(
+        False,
+        "use what can be decoded of truncated images instead of skipping them",
+        flag="--allow-truncated",
+    )
+    strict: bool = _option(False, "exit with status 1 when any file was skipped", flag="--strict")
+    force: bool = _option(
+        False,
+        "build into a non-empty folder that is not a reportgen site, replacing same-named files "
+        "(other files are never touched)",
+        flag="--force",
+    )
     quiet: bool = _option(
         False,
         "no progress bars and no summary line (skipped files are still reported)",
@@ -148,6 +168,11 @@ PARSERS: dict[str, Parser] = {
     "workers": _optional_int(0),
     "max_pixels": _optional_int(1),
     "per_page": lambda v: _positive_int(v, minimum=1),
+    "cache": _optional_path,
+    "full": _bool,
+    "allow_truncated": _bool,
+    "strict": _bool,
+    "force": _bool,
     "quiet": _bool,
 }
 

@@ -7,9 +7,6 @@ loaded: a local file or a random model is assumed to share ImageNet-1k's classes
 
 from __future__ import annotations
 
-import hashlib
-import socket
-import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +16,11 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
-from .errors import WeightsError
+from .errors import UsageError, WeightsError
 from .records import LayerInfo, ModelSummary
+from .weights import RANDOM_SEED, WeightsSpec
 
 WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
-OFFICIAL_FILENAME = Path(WEIGHTS.url).name  # alexnet-owt-7be5be79.pth
-OFFICIAL_SHA256_PREFIX = OFFICIAL_FILENAME.rsplit("-", 1)[1].split(".")[0]  # 7be5be79
-RANDOM_SEED = 0
-DOWNLOAD_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -36,14 +30,7 @@ class LoadedModel:
     model: nn.Module
     transforms: Callable[..., torch.Tensor]
     categories: tuple[str, ...]
-    weights: str
-    """'pretrained', the local file's name, or 'random'."""
-    sha256: str | None
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def untrained(self) -> bool:
-        return self.weights == "random"
+    weights: WeightsSpec
 
 
 def preprocessing():
@@ -51,87 +38,35 @@ def preprocessing():
     return WEIGHTS.transforms()
 
 
-def cached_weights_path() -> Path:
-    """Where torchvision keeps (and looks for) the downloaded pretrained weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILENAME
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_model(weights: str, *, progress: bool = False) -> LoadedModel:
-    """Build AlexNet with the requested weights, in eval mode, on the CPU.
-
-    Args:
-        weights: ``"pretrained"``, ``"random"``, or a path to a ``state_dict`` file.
-        progress: show torchvision's download progress bar when fetching pretrained weights.
+def load_model(weights: WeightsSpec) -> LoadedModel:
+    """Build AlexNet with resolved weights, in eval mode, on the CPU.
 
     Raises:
-        WeightsError: the weights cannot be found, fetched or loaded.
+        WeightsError: the file is not a readable AlexNet ``state_dict``.
     """
-    if weights == "random":
+    if weights.path is None:
         torch.manual_seed(RANDOM_SEED)
         model = alexnet(weights=None)
-        return _loaded(model, "random", None, ())
-    if weights == "pretrained":
-        path = cached_weights_path()
-        if not path.is_file():
-            _download_pretrained(progress)
-        model, sha, notes = _load_state_dict_file(path)
-        return _loaded(model, "pretrained", sha, notes)
-    path = Path(weights).expanduser()
-    model, sha, notes = _load_state_dict_file(path)
-    return _loaded(model, path.name, sha, notes)
-
-
-def _loaded(model: nn.Module, label: str, sha: str | None, notes: tuple[str, ...]) -> LoadedModel:
+    else:
+        model = _load_state_dict_file(weights.path)
     model.eval()
     return LoadedModel(
         model=model,
         transforms=preprocessing(),
         categories=tuple(WEIGHTS.meta["categories"]),
-        weights=label,
-        sha256=sha,
-        warnings=notes,
+        weights=weights,
     )
 
 
-def _download_pretrained(progress: bool) -> None:
-    """Fetch the official weights into torchvision's cache, or explain how to do without."""
-    target = cached_weights_path()
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        WEIGHTS.get_state_dict(progress=progress, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise WeightsError(
-            f"cannot download the pretrained weights ({reason}). Offline? Put "
-            f"{OFFICIAL_FILENAME} at {target}, or pass --weights PATH to a local copy "
-            f"(or --weights random for a dry run)."
-        ) from exc
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _load_state_dict_file(path: Path) -> tuple[nn.Module, str, tuple[str, ...]]:
+def _load_state_dict_file(path: Path) -> nn.Module:
     """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly)."""
-    if not path.is_file():
-        raise WeightsError(f"weights file {str(path)!r} does not exist")
     try:
-        sha = file_sha256(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
         raise WeightsError(
             f"weights file {str(path)!r} is not a readable state_dict ({_first_line(exc)})"
         ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} does not hold a state_dict")
@@ -142,14 +77,7 @@ def _load_state_dict_file(path: Path) -> tuple[nn.Module, str, tuple[str, ...]]:
         raise WeightsError(
             f"weights file {str(path)!r} does not fit AlexNet ({_first_line(exc)})"
         ) from exc
-    notes: tuple[str, ...] = ()
-    if path.name == OFFICIAL_FILENAME and not sha.startswith(OFFICIAL_SHA256_PREFIX):
-        notes = (
-            f"{str(path)!r} is named like torchvision's official file but its sha256 "
-            f"({sha[:12]}…) does not start with {OFFICIAL_SHA256_PREFIX}: these are not the "
-            "official pretrained weights.",
-        )
-    return model, sha, notes
+    return model
 
 
 def _first_line(exc: BaseException) -> str:
@@ -157,28 +85,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def pick_device(requested: str) -> torch.device:
-    """Resolve ``auto`` to the best available device; check an explicit one exists.
+    """Resolve ``auto`` to the best available device; check that an explicit one exists.
 
     Raises:
-        WeightsError: never; see :class:`~reportgen.errors.UsageError` raised by the caller.
+        UsageError: the requested device is not available on this machine.
     """
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
     if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available.get(requested, False):
+        raise UsageError(f"--device {requested} was asked for but is not available here")
     return torch.device(requested)
-
-
-def device_available(device: str) -> bool:
-    """Whether an explicitly requested device can be used on this machine."""
-    if device == "cuda":
-        return torch.cuda.is_available()
-    if device == "mps":
-        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return True
 
 
 def _copy(output: torch.Tensor) -> torch.Tensor:
@@ -259,12 +181,12 @@ def summarize(loaded: LoadedModel, input_size: int = 224) -> ModelSummary:
     conv1 = next(r for r in rows if r.name == "features.0")
     return ModelSummary(
         arch="alexnet",
-        weights=loaded.weights,
-        sha256=loaded.sha256,
-        untrained=loaded.untrained,
+        weights=loaded.weights.label,
+        sha256=loaded.weights.sha256,
+        untrained=loaded.weights.untrained,
         layers=tuple(rows),
         kernel_shape=tuple(model.features[0].weight.shape),
         conv1_output_shape=conv1.output_shape,
         input_shape=(3, input_size, input_size),
-        warnings=loaded.warnings,
+        warnings=loaded.weights.warnings,
     )

@@ -96,7 +96,12 @@ class Staging:
         self.path(rel).write_bytes(data)
 
     def link(self, rel: str, existing: Path) -> None:
-        """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows."""
+        """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.
+
+        Linking the same ``rel`` twice (two photos with the same bytes) stages it once.
+        """
+        if rel in self.files:
+            return
         target = self.path(rel)
         try:
             os.link(existing, target)

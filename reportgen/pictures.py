@@ -6,6 +6,7 @@ settings and no metadata, so the same input always gives the same bytes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def _scaled_each(maps: torch.Tensor, top: float) -> torch.Tensor:
     span = maps.amax(dim=dims, keepdim=True) - low
     scale = torch.where(span > 0, top / span, torch.zeros_like(span))
     return (maps - low).mul_(scale)
+
+
+def grid_size(count: int, tile_hw: Sequence[int]) -> tuple[int, int]:
+    """Width and height of the picture :func:`tile` makes of ``count`` tiles of ``tile_hw``."""
+    rows = -(-count // GRID_COLUMNS)
+    height, width = tile_hw
+    return (
+        GRID_COLUMNS * (width + GRID_GAP) - GRID_GAP,
+        rows * (height + GRID_GAP) - GRID_GAP,
+    )
 
 
 def activation_levels(conv1: torch.Tensor) -> torch.Tensor:
@@ -106,15 +117,19 @@ def model_inputs_to_uint8(
 
 
 def save(array: np.ndarray, path: Path) -> None:
-    """Encode a uint8 picture by its suffix (.png lossless, .jpg quality 85), without metadata."""
-    img = Image.fromarray(np.ascontiguousarray(array))
+    """Encode a uint8 picture by its suffix (.png lossless, .jpg quality 85), without metadata.
+
+    The file is written aside and renamed into place: a reader (or a hard link to the old file)
+    never sees half a picture.
+    """
+    formats = {
+        ".png": {"format": "PNG", "compress_level": 6},
+        ".jpg": {"format": "JPEG", "quality": JPEG_QUALITY},
+    }
+    options = formats.get(path.suffix.lower())
+    if options is None:
+        raise ValueError(f"unsupported picture format {path.suffix!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        img.save(path, format="PNG", optimize=False, compress_level=6)
-    elif suffix in (".jpg", ".jpeg"):
-        img.save(path, format="JPEG", quality=JPEG_QUALITY)
-    elif suffix == ".webp":
-        img.save(path, format="WEBP", quality=JPEG_QUALITY, method=4)
-    else:
-        raise ValueError(f"unsupported picture format {suffix!r}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, **options)
+    os.replace(tmp, path)

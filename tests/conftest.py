@@ -6,6 +6,7 @@ Nothing here touches the network or needs a GPU.
 from __future__ import annotations
 
 import shutil
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ from reportgen.cli import main
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PHOTOS = sorted((REPO / "inputs").glob("*.jpg"))
 SEED = 1234
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test downloads weights or reads the user's torch cache: an empty TORCH_HOME, and any
+    download attempt fails as it would offline (subprocesses inherit the environment)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+
+    def offline(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError(f"tests are offline ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
 
 
 @pytest.fixture(scope="session")

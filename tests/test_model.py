@@ -14,6 +14,7 @@ from torchvision.models import AlexNet_Weights, alexnet
 from reportgen import pictures
 from reportgen.errors import WeightsError
 from reportgen.model import Conv1Recorder, load_model
+from reportgen.weights import resolve_weights
 
 from .htmltools import images
 
@@ -124,11 +125,11 @@ def test_wrong_shaped_weights_name_the_file(tmp_path):
     bad = tmp_path / "resnet.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(WeightsError, match=r"resnet\.pth.*does not fit AlexNet"):
-        load_model(str(bad))
+        load_model(resolve_weights(str(bad)))
 
 
 def test_corrupt_weights_file_names_the_file(tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"broken\.pth.*not a readable state_dict"):
-        load_model(str(bad))
+        load_model(resolve_weights(str(bad)))

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.models import AlexNet_Weights, alexnet
 
-from reportgen.model import file_sha256
+from reportgen.weights import file_sha256
 
 from .conftest import run_cli
 

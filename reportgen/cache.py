@@ -1,0 +1,201 @@
+"""The incremental cache: each photo's results and pictures, keyed by what they depend on.
+
+A photo's key is the hash of its bytes plus a *fingerprint* of everything else that changes its
+results (the weights' sha256, library versions that define preprocessing and encoding, the
+options that change decoding, and this format's version). A renamed or moved photo keeps its key;
+a changed photo, weights file or relevant option gets a new one. Entries are written atomically
+and only once their pictures exist, so an interrupted build leaves only complete entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .records import LayerInfo, ModelSummary
+from .weights import WeightsSpec
+
+log = logging.getLogger("reportgen")
+
+# Bump whenever what is stored, or how pictures are drawn, changes.
+FORMAT_VERSION = 1
+PICTURE_KINDS = ("input", "conv1")
+
+
+def fingerprint(weights: WeightsSpec, *, max_pixels: int | None, allow_truncated: bool) -> str:
+    """Hash of everything besides a photo's bytes that its results depend on."""
+    data = {
+        "format": FORMAT_VERSION,
+        "reportgen": __version__,
+        "weights": weights.identity,
+        "torch": version("torch"),
+        "torchvision": version("torchvision"),
+        "pillow": version("pillow"),
+        "max_pixels": max_pixels,
+        "allow_truncated": allow_truncated,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What the model made of one photo, or why the photo could not be used."""
+
+    top5: tuple[tuple[int, float], ...] = ()
+    width: int = 0
+    height: int = 0
+    frames: int = 1
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the pages need to know about the model, kept so an unchanged rebuild needs no model."""
+
+    summary: ModelSummary
+    categories: tuple[str, ...]
+    kernels_size: tuple[int, int]
+    """Width and height of the kernels picture."""
+    grid_size: tuple[int, int]
+    """Width and height of each photo's conv1 grid picture."""
+    kernel_scale: int
+    """How much the kernels picture enlarges each weight."""
+
+
+class ResultCache:
+    """A folder of results and pictures for one fingerprint (other fingerprints coexist)."""
+
+    def __init__(self, root: Path, fingerprint: str) -> None:
+        self.root = root
+        self.fingerprint = fingerprint
+
+    def key(self, content_sha256: str) -> str:
+        """The key of a photo whose bytes hash to ``content_sha256``."""
+        return hashlib.sha256(f"{content_sha256}:{self.fingerprint}".encode()).hexdigest()
+
+    # --- photos -----------------------------------------------------------------------------
+
+    def _result_path(self, key: str) -> Path:
+        return self.root / "results" / key[:2] / f"{key}.json"
+
+    def picture(self, key: str, kind: str) -> Path:
+        """Where the ``kind`` picture ('input' or 'conv1') of a result is kept."""
+        return self.root / "pictures" / key[:2] / f"{key}-{kind}.jpg"
+
+    def load(self, key: str) -> StoredResult | None:
+        """The stored result, or None when there is none (or it is damaged: then it is redone)."""
+        path = self._result_path(key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            result = StoredResult(
+                top5=tuple((int(i), float(p)) for i, p in data["top5"]),
+                width=int(data["width"]),
+                height=int(data["height"]),
+                frames=int(data["frames"]),
+                error=data["error"],
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.info("cache entry %s is damaged (%s); recomputing it", path.name, exc)
+            return None
+        if result.error is None and not all(
+            self.picture(key, kind).is_file() for kind in PICTURE_KINDS
+        ):
+            return None
+        return result
+
+    def store(self, key: str, result: StoredResult) -> None:
+        """Record a result; call after its pictures are written."""
+        _write_atomic(self._result_path(key), _dumps(dataclasses.asdict(result)))
+
+    # --- the model --------------------------------------------------------------------------
+
+    @property
+    def _model_dir(self) -> Path:
+        return self.root / "models" / self.fingerprint[:32]
+
+    @property
+    def kernels_picture(self) -> Path:
+        return self._model_dir / "kernels.png"
+
+    def load_model(self) -> ModelEntry | None:
+        try:
+            data = json.loads((self._model_dir / "model.json").read_text(encoding="utf-8"))
+            summary = data["summary"]
+            entry = ModelEntry(
+                summary=ModelSummary(
+                    **{
+                        **summary,
+                        "layers": tuple(
+                            LayerInfo(**{**layer, "output_shape": tuple(layer["output_shape"])})
+                            for layer in summary["layers"]
+                        ),
+                        "kernel_shape": tuple(summary["kernel_shape"]),
+                        "conv1_output_shape": tuple(summary["conv1_output_shape"]),
+                        "input_shape": tuple(summary["input_shape"]),
+                        "warnings": tuple(summary["warnings"]),
+                    }
+                ),
+                categories=tuple(data["categories"]),
+                kernels_size=_pair(data["kernels_size"]),
+                grid_size=_pair(data["grid_size"]),
+                kernel_scale=int(data["kernel_scale"]),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.info("cached model description is damaged (%s); rebuilding it", exc)
+            return None
+        return entry if self.kernels_picture.is_file() else None
+
+    def store_model(self, entry: ModelEntry) -> None:
+        """Record the model's description; call after the kernels picture is written."""
+        data = {
+            "summary": dataclasses.asdict(entry.summary),
+            "categories": list(entry.categories),
+            "kernels_size": list(entry.kernels_size),
+            "grid_size": list(entry.grid_size),
+            "kernel_scale": entry.kernel_scale,
+        }
+        _write_atomic(self._model_dir / "model.json", _dumps(data))
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    def prune(self, keep: set[str]) -> int:
+        """Delete results, pictures and model descriptions this build did not use."""
+        removed = 0
+        for folder in ("results", "pictures"):
+            for path in sorted((self.root / folder).glob("*/*")):
+                if path.name[:64] not in keep:
+                    path.unlink()
+                    removed += 1
+        for path in sorted((self.root / "models").glob("*")):
+            if path.is_dir() and path != self._model_dir:
+                shutil.rmtree(path)
+        return removed
+
+
+def _pair(values: Any) -> tuple[int, int]:
+    first, second = values
+    return int(first), int(second)
+
+
+def _dumps(data: Any) -> bytes:
+    return (json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,147 @@
+"""The part of a build that needs torch: run the model over the photos the cache lacks.
+
+Results and pictures go straight into the cache as each batch finishes, so whatever finished
+before an interruption is reused by the next build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from . import infer, pictures
+from ._memory import RssCeiling
+from .cache import ModelEntry, ResultCache, StoredResult
+from .config import Config
+from .errors import BuildError
+from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
+from .records import Source
+from .weights import WeightsSpec
+
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128
+PROBABILITY_DIGITS = 6
+# Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
+PENDING_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class Computed:
+    model: ModelEntry
+    device: str
+
+
+def compute(
+    weights: WeightsSpec,
+    todo: Sequence[Source],
+    keys: Mapping[str, str],
+    cache: ResultCache,
+    config: Config,
+    *,
+    progress: bool,
+) -> Computed:
+    """Load the model, describe it, and fill the cache for every photo in ``todo``.
+
+    Args:
+        keys: each photo's cache key, by its relative path.
+
+    Raises:
+        ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
+    """
+    device = pick_device(config.device)
+    loaded = load_model(weights)
+    entry = _describe(loaded, cache)
+    if todo:
+        _infer(loaded, todo, keys, cache, config, device, progress)
+    return Computed(entry, str(device))
+
+
+def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
+    """The model page's facts and the kernels picture, stored in the cache."""
+    kernels = pictures.kernel_grid(conv1_kernels(loaded.model))
+    pictures.save(kernels, cache.kernels_picture)
+    summary = summarize(loaded)
+    entry = ModelEntry(
+        summary=summary,
+        categories=loaded.categories,
+        kernels_size=(kernels.shape[1], kernels.shape[0]),
+        grid_size=pictures.grid_size(summary.conv1_output_shape[0], summary.conv1_output_shape[1:]),
+        kernel_scale=pictures.KERNEL_SCALE,
+    )
+    cache.store_model(entry)
+    return entry
+
+
+def defaults(config: Config, device: torch.device) -> tuple[int, int]:
+    """Batch size and worker count, where the user left them to us."""
+    gpu = device.type != "cpu"
+    batch = config.batch_size or (GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE)
+    if config.workers is not None:
+        return batch, config.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # On the CPU the model wants the cores; one worker keeps decoding off its critical path.
+    return batch, (min(8, max(1, (cores or 1) - 1)) if gpu else 1)
+
+
+def _infer(
+    loaded: LoadedModel,
+    todo: Sequence[Source],
+    keys: Mapping[str, str],
+    cache: ResultCache,
+    config: Config,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    """Run the model over ``todo``; each batch's pictures are encoded while the next one runs."""
+    batch_size, workers = defaults(config, device)
+    pending: deque[Future[None]] = deque()
+    memory = RssCeiling()
+    bar = tqdm(total=len(todo), desc="inference", unit="photo", disable=not progress)
+    results = infer.run(
+        loaded,
+        todo,
+        device,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=config.max_pixels,
+        allow_truncated=config.allow_truncated,
+    )
+    # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
+        try:
+            for result in results:
+                for index, reason in result.errors:
+                    cache.store(keys[todo[index].rel], StoredResult(error=reason))
+                batch_keys = [keys[todo[i].rel] for i in result.indices]
+                pending.append(encoder.submit(_store_batch, batch_keys, result, cache))
+                while len(pending) > PENDING_BATCHES:
+                    pending.popleft().result()
+                bar.update(len(result.indices) + len(result.errors))
+                memory.check()
+            while pending:
+                pending.popleft().result()
+        except RuntimeError as exc:
+            if "DataLoader worker" in str(exc):
+                raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
+            raise
+        finally:
+            bar.close()
+
+
+def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCache) -> None:
+    """Encode one batch's pictures into the cache, then record each photo's result."""
+    for row, key in enumerate(keys):
+        pictures.save(result.crops[row], cache.picture(key, "input"))
+        pictures.save(result.grids[row], cache.picture(key, "conv1"))
+        width, height, frames = result.sizes[row]
+        top5 = tuple(
+            (int(i), round(float(p), PROBABILITY_DIGITS))
+            for i, p in zip(result.top_indices[row], result.top_probs[row], strict=True)
+        )
+        cache.store(key, StoredResult(top5=top5, width=width, height=height, frames=frames))
