@@ -50,6 +50,10 @@ class OutputFolder:
             raise UsageError(f"output {str(self.root)!r} exists and is not a folder")
         if self.root.resolve() == input_dir.resolve():
             raise UsageError("the output folder cannot be the input folder; choose another --out")
+        if self.state.is_symlink():
+            raise UsageError(
+                f"{str(self.state)!r} is a symbolic link; reportgen will not follow it"
+            )
         if not self.root.is_dir() or self.is_reportgen_site() or force:
             return
         if any(self.root.iterdir()):
@@ -124,6 +128,14 @@ class Staging:
         """
         folder = self.folder
         old = folder.owned_files()
+        root = folder.root.resolve()
+        for parent_rel in sorted({PurePosixPath(rel).parent for rel in self.files}):
+            parent = folder.root.joinpath(*parent_rel.parts)
+            if not parent.resolve().is_relative_to(root):
+                raise UsageError(
+                    f"{str(parent)!r} leads outside the output folder (a symbolic link?); "
+                    "reportgen writes only inside it"
+                )
         if not force:
             foreign = sorted(rel for rel in self.files - old if folder.root.joinpath(rel).exists())
             if foreign:

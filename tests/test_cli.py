@@ -137,8 +137,14 @@ def test_unavailable_device_is_a_usage_error(tmp_path, photos_dir, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     code = run_cli(
-        "build", str(photos_dir), "--out", str(tmp_path / "s"), "--device", "cuda",
-        "--weights", "random",
+        "build",
+        str(photos_dir),
+        "--out",
+        str(tmp_path / "s"),
+        "--device",
+        "cuda",
+        "--weights",
+        "random",
     )
     assert code == 2
     assert capsys.readouterr().err == (

@@ -1,0 +1,169 @@
+"""Rebuilds: only new work, interruption-safe, deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reportgen.build import build
+from reportgen.config import load_config
+
+from .conftest import SAMPLE_PHOTOS
+from .htmltools import images
+from .test_site import assert_links_resolve
+
+
+def make_photos(folder: Path, count: int, start: int = 0) -> list[Path]:
+    """``count`` small distinct photos cut from the samples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = Image.open(SAMPLE_PHOTOS[1]).convert("RGB")
+    paths = []
+    for i in range(start, start + count):
+        path = folder / f"photo-{i:03d}.jpg"
+        base.crop((i % 50, i // 50, 150 + i % 50, 120 + i // 50)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def run_build(src: Path, out: Path, weights: str, **options):
+    config = load_config(
+        {"input_dir": src, "out_dir": out, "weights": weights, "workers": 0, **options},
+        read_default=False,
+    )
+    return build(config)
+
+
+def site_files(out: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".reportgen" not in p.relative_to(out).parts
+    }
+
+
+def test_rebuild_reuses_everything_and_redoes_only_what_changed(tmp_path, weights_file):
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 6)
+    first = run_build(src, out, str(weights_file))
+    assert (first.computed, first.reused) == (6, 0)
+    before = site_files(out)
+
+    again = run_build(src, out, str(weights_file))
+    assert (again.computed, again.reused, again.device) == (0, 6, None)
+    assert site_files(out) == before
+
+    make_photos(src, 2, start=6)  # two new photos
+    (src / "photo-000.jpg").rename(src / "renamed.jpg")  # a rename is not new work
+    Image.new("RGB", (90, 90), (200, 10, 10)).save(src / "photo-001.jpg")  # a changed photo
+    (src / "photo-002.jpg").unlink()  # a removed photo
+    third = run_build(src, out, str(weights_file))
+    assert (third.computed, third.reused) == (3, 4)
+    pages = {p.source: p.page for p in third.photos}
+    assert "renamed.jpg" in pages and "photo-002.jpg" not in pages
+    old = json.loads(before["predictions.json"])
+    removed = next(e for e in old["images"] if e["source"] == "photo-002.jpg")
+    assert not (out / removed["page"]).exists()
+    removed_pictures = [
+        img["src"]
+        for img in images(before[removed["page"]].decode())
+        if "crop" in img["alt"] or "output maps" in img["alt"]
+    ]
+    assert len(removed_pictures) == 2
+    for src_url in removed_pictures:
+        assert not (out / "photos" / src_url).resolve().exists()
+    assert len(list((out / "img").glob("*-input.jpg"))) == 7
+    assert_links_resolve(out)
+
+    full = run_build(src, out, str(weights_file), full=True)
+    assert (full.computed, full.reused) == (7, 0)
+
+
+def test_new_weights_or_decoding_options_recompute(tmp_path, weights_file):
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 3)
+    assert run_build(src, out, str(weights_file)).computed == 3
+    assert run_build(src, out, "random").computed == 3
+    assert run_build(src, out, "random", max_pixels=10**7).computed == 3
+    assert run_build(src, out, "random", max_pixels=10**7).computed == 0
+
+
+def test_two_builds_of_the_same_input_are_byte_identical(tmp_path, weights_file, photos_dir):
+    a = run_build(photos_dir, tmp_path / "a", str(weights_file))
+    b = run_build(photos_dir, tmp_path / "b", str(weights_file))
+    assert a.computed == b.computed == 5
+    files_a, files_b = site_files(tmp_path / "a"), site_files(tmp_path / "b")
+    assert files_a.keys() == files_b.keys()
+    for name in files_a:
+        assert files_a[name] == files_b[name], name
+
+
+def test_cache_can_live_outside_the_site(tmp_path, weights_file):
+    src, cache = tmp_path / "in", tmp_path / "cache"
+    make_photos(src, 2)
+    assert run_build(src, tmp_path / "one", str(weights_file), cache=cache).computed == 2
+    assert run_build(src, tmp_path / "two", str(weights_file), cache=cache).computed == 0
+    assert not (tmp_path / "two" / ".reportgen" / "cache").exists()
+
+
+def _results(out: Path) -> int:
+    return len(list((out / ".reportgen" / "cache" / "results").glob("*/*.json")))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, weights_file, sig):
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 4)
+    assert run_build(src, out, str(weights_file)).computed == 4
+    old = site_files(out)
+    make_photos(src, 60, start=4)
+
+    exe = Path(sys.executable).with_name("reportgen")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "build",
+            str(src),
+            "--out",
+            str(out),
+            "--weights",
+            str(weights_file),
+            "--batch-size",
+            "1",
+            "--workers",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while _results(out) < 4 + 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    finished = _results(out) - 4
+    assert 8 <= finished < 60
+
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert err.splitlines()[-1] == (
+            "reportgen: error: interrupted; finished photos are cached for the next build"
+        )
+    assert site_files(out) == old  # the previous site, whole and unchanged
+    assert_links_resolve(out)
+
+    resumed = run_build(src, out, str(weights_file))
+    assert resumed.reused == 4 + finished
+    assert resumed.computed == 60 - finished
+    assert len(resumed.photos) == 64
+    assert not (out / ".reportgen" / "staging").exists()
+    assert_links_resolve(out)
