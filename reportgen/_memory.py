@@ -40,7 +40,7 @@ class RssCeiling:
     bounded and costs nothing while it stays below.
     """
 
-    def __init__(self, slack: float = 0.05) -> None:
+    def __init__(self, slack: float = 0.08) -> None:
         self.slack = slack
         self.base: int | None = None
         self.trims = 0

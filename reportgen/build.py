@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class BuildResult:
     reused: int
     device: str | None
     """Where the model ran; None when it was not needed."""
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds spent in each stage: discover, import torch, load model, inference, pages,
+    commit (the middle three only when the model ran)."""
 
 
 def build(config: Config, *, progress: bool = False) -> BuildResult:
@@ -53,6 +57,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     input_dir = _check_input(config.input_dir)
     out = OutputFolder(config.out_dir)
     out.check(input_dir=input_dir, force=config.force)
+    clock = _Stopwatch()
 
     # First gather everything about every photo: from the cache, or from the model.
     sources, unreadable = discover(input_dir, exclude=config.out_dir)
@@ -67,12 +72,16 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     todo = [s for s in sources if stored.get(s.rel) is None]
     model = None if config.full else cache.load_model()
     device = None
+    clock.lap("discover")
     if todo or model is None:
         from .compute import compute  # torch is imported here, and only here
 
+        clock.lap("import torch")
         computed = compute(weights, todo, keys, cache, config, progress=progress)
         model, device = computed.model, computed.device
+        clock["load model"] = computed.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
+    clock.lap("inference")
     photos, skipped = _collect(sources, keys, stored, model.categories)
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
@@ -93,9 +102,11 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     staging = out.begin()
     _stage_pictures(photos, keys, cache, staging)
     _write_pages(site, staging, progress)
+    clock.lap("pages")
     staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
     if config.cache is None:
         cache.prune(set(keys.values()))
+    clock.lap("commit")
     return BuildResult(
         out_dir=config.out_dir,
         photos=tuple(photos),
@@ -103,7 +114,27 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         computed=len(todo),
         reused=len(sources) - len(todo),
         device=device,
+        timings=clock.laps,
     )
+
+
+class _Stopwatch:
+    """Seconds between successive laps, by name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+        self._manual = 0.0
+
+    def lap(self, name: str) -> None:
+        """Record the time since the last lap, less what was recorded by hand meanwhile."""
+        now = time.perf_counter()
+        self.laps[name] = now - self._last - self._manual
+        self._last, self._manual = now, 0.0
+
+    def __setitem__(self, name: str, seconds: float) -> None:
+        self.laps[name] = seconds
+        self._manual += seconds
 
 
 def _check_input(input_dir: Path | None) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _setup_logging()
     progress = not config.quiet and sys.stderr.isatty()
+    # Idle OpenMP threads spin by default, taking the cores that decode photos and encode
+    # pictures: passive waiting made builds 7% faster on 2 cores. It must be set before torch is
+    # first imported (by the build, only if the model is needed); a user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .build import build
 
     try:

@@ -50,7 +50,7 @@ class Config:
     )
     batch_size: int | None = _option(
         None,
-        "photos per forward pass (default: 32 on CPU, 128 on GPU)",
+        "photos per forward pass (default: 64 on CPU, 128 on GPU)",
         flag="--batch-size",
         metavar="N",
     )

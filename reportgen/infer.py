@@ -28,6 +28,8 @@ class Item:
 
     index: int
     x: torch.Tensor | None = None
+    crop: bytes = b""
+    """The crop the model saw, JPEG-encoded (empty when crops were not asked for)."""
     width: int = 0
     height: int = 0
     frames: int = 1
@@ -41,6 +43,7 @@ class Batch:
     indices: list[int]
     x: torch.Tensor | None
     sizes: list[tuple[int, int, int]]
+    crops: list[bytes] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
@@ -60,15 +63,19 @@ class BatchResult:
     """(B, 5) class indices, most probable first."""
     top_probs: np.ndarray
     """(B, 5) softmax probabilities."""
-    crops: np.ndarray
-    """(B, 224, 224, 3) uint8: the crop each photo became, as the model saw it."""
+    crops: list[bytes]
+    """JPEG of the 224x224 crop each photo became, as the model saw it."""
     grids: np.ndarray
     """(B, Hg, Wg) uint8: the 64 conv1 maps of each photo, 8 per row."""
     errors: list[tuple[int, str]]
 
 
 class PhotoDataset(Dataset[Item]):
-    """Decodes and preprocesses one photo per item; a bad file becomes an error item."""
+    """Decodes and preprocesses one photo per item; a bad file becomes an error item.
+
+    With ``crops``, each item also carries the JPEG of the crop the model sees, made here in the
+    worker process from the model input itself, off the main process's critical path.
+    """
 
     def __init__(
         self,
@@ -77,11 +84,13 @@ class PhotoDataset(Dataset[Item]):
         *,
         max_pixels: int | None = None,
         allow_truncated: bool = False,
+        crops: bool = True,
     ) -> None:
         self.paths = [s.path for s in sources]
         self.transform = transform
         self.max_pixels = max_pixels
         self.allow_truncated = allow_truncated
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,16 +105,24 @@ class PhotoDataset(Dataset[Item]):
         except OSError as exc:
             return Item(index=index, error=f"cannot be read ({exc.strerror or exc})")
         x = self.transform(decoded.image)
-        return Item(index, x, decoded.width, decoded.height, decoded.frames)
+        crop = b""
+        if self.crops:
+            mean, std = self.transform.mean, self.transform.std
+            crop = pictures.encode_jpeg(pictures.model_inputs_to_uint8(x[None], mean, std)[0])
+        return Item(index, x, crop, decoded.width, decoded.height, decoded.frames)
 
 
 def collate(items: list[Item]) -> Batch:
-    """Stack the good photos of a batch; keep the failures beside them."""
+    """Stack the good photos of a batch, channels-last as the model runs; keep the failures."""
     good = [it for it in items if it.x is not None]
+    x = None
+    if good:
+        x = torch.stack([it.x for it in good]).contiguous(memory_format=torch.channels_last)
     return Batch(
         indices=[it.index for it in good],
-        x=torch.stack([it.x for it in good]) if good else None,
+        x=x,
         sizes=[(it.width, it.height, it.frames) for it in good],
+        crops=[it.crop for it in good],
         errors=[(it.index, it.error or "unknown error") for it in items if it.x is None],
     )
 
@@ -158,7 +175,6 @@ def run(
     )
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     model = prepare(loaded.model, device)
-    mean, std = transform.mean, transform.std
     with (
         Conv1Recorder(model, pictures.activation_levels) as recorder,
         torch.inference_mode(),
@@ -173,13 +189,12 @@ def run(
             top_probs, top_indices = probs.topk(TOPK, dim=1)
             assert recorder.output is not None  # set by the forward pass just above
             grids = pictures.grey_grids(recorder.output)
-            crops = pictures.model_inputs_to_uint8(x, mean, std)
             yield BatchResult(
                 indices=batch.indices,
                 sizes=batch.sizes,
                 top_indices=top_indices.cpu().numpy(),
                 top_probs=top_probs.cpu().numpy(),
-                crops=crops,
+                crops=batch.crops,
                 grids=grids,
                 errors=batch.errors,
             )
@@ -191,7 +206,7 @@ def _empty_result(batch: Batch) -> BatchResult:
         sizes=[],
         top_indices=np.zeros((0, TOPK), dtype=np.int64),
         top_probs=np.zeros((0, TOPK), dtype=np.float32),
-        crops=np.zeros((0, 224, 224, 3), dtype=np.uint8),
+        crops=[],
         grids=np.zeros((0, 0, 0), dtype=np.uint8),
         errors=batch.errors,
     )

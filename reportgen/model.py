@@ -70,9 +70,10 @@ def _load_state_dict_file(path: Path) -> nn.Module:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} does not hold a state_dict")
-    model = alexnet(weights=None)
+    with torch.device("meta"):  # no random initialisation of 61M weights about to be replaced
+        model = alexnet(weights=None)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise WeightsError(
             f"weights file {str(path)!r} does not fit AlexNet ({_first_line(exc)})"

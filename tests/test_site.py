@@ -163,3 +163,24 @@ def test_rebuild_keeps_the_users_files_and_drops_removed_photos(tmp_path, weight
     assert len(list((out / "img").glob("*-input.jpg"))) == 2
     assert not (out / ".reportgen" / "staging").exists()
     assert_links_resolve(out)
+
+
+@pytest.mark.parametrize(
+    ("target", "page"),
+    [
+        ("index.html", "index.html"),
+        ("assets/style.css", "index.html"),
+        ("assets/style.css", "photos/a.html"),
+        ("photos/b.html", "photos/a.html"),
+        ("img/x.jpg", "photos/a.html"),
+        ("index.html", "a/b/c.html"),
+        ("a/bc/d.html", "a/b/c.html"),
+        ("photosx/y.html", "photos/a.html"),
+    ],
+)
+def test_rel_agrees_with_posixpath(target, page):
+    import posixpath
+
+    from reportgen.pages import rel
+
+    assert rel(target, page) == posixpath.relpath(target, posixpath.dirname(page) or ".")
