@@ -20,7 +20,7 @@ from .config import Config
 from .discover import discover
 from .errors import InputError, UsageError
 from .output import OutputFolder, Staging
-from .pages import PageWriter, SiteContent, predictions_json
+from .pages import PageWriter, SiteContent, predictions_json, search_index
 from .records import ImageRecord, ModelSummary, Prediction, Skipped, Source
 from .weights import WeightsSpec, resolve_weights
 
@@ -224,3 +224,6 @@ def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:
         writer.photo_page(position)
     writer.index_pages()
     staging.write("predictions.json", predictions_json(site))
+    staging.write("search-index.js", search_index(site))
+    # For publishing from a branch: no Jekyll processing, so every file is served as written.
+    staging.write(".nojekyll", b"")

@@ -133,6 +133,22 @@ class PageWriter:
         )
 
 
+def search_index(site: SiteContent) -> bytes:
+    """``search-index.js``: what the index's filter needs of every photo, loaded on first use."""
+    photos = [
+        {
+            "source": p.source,
+            "page": p.page,
+            "thumb": p.crop,
+            "label": p.top5[0].label,
+            "percent": f"{p.top5[0].probability * 100:.1f}%",
+        }
+        for p in site.photos
+    ]
+    data = json.dumps(photos, ensure_ascii=True, separators=(",", ":"))
+    return f"window.reportgenPhotos = {data};\n".encode("ascii")
+
+
 def predictions_json(site: SiteContent) -> bytes:
     """The machine-readable summary, images sorted by source; stable bytes for stable input."""
     model = site.model

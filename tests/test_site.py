@@ -36,6 +36,7 @@ def assert_links_resolve(site: Path) -> int:
 
 def test_every_link_resolves_inside_the_site(built_site):
     assert assert_links_resolve(built_site) > 30
+    assert (built_site / ".nojekyll").is_file()  # for publishing from a branch
 
 
 def test_pages_show_what_the_issue_lists(built_site):

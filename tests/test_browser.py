@@ -1,0 +1,291 @@
+"""The built site in a real browser, served under a sub-path as GitHub Pages does, and the
+Nu HTML Checker over every page.
+
+Needs Debian's chromium, the playwright package (its driver, not its browsers) and, from
+`npm ci`, axe-core and vnu-jar with a Java runtime. Where they are missing these tests skip,
+unless REPORTGEN_REQUIRE_BROWSER=1 (as .ci/run sets) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, SAMPLE_PHOTOS, run_cli
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+VNU = REPO / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
+SCREENSHOTS = Path(os.environ.get("REPORTGEN_SCREENSHOTS", REPO / "test-artifacts" / "screenshots"))
+REQUIRED = os.environ.get("REPORTGEN_REQUIRE_BROWSER") == "1"
+SUB_PATH = "/REPO/"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def need(condition: bool, what: str) -> None:
+    if condition:
+        return
+    if REQUIRED:
+        pytest.fail(f"{what} is required (REPORTGEN_REQUIRE_BROWSER=1) but missing")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site with pagination, an awkward file name and a skipped file."""
+    src = tmp_path_factory.mktemp("browser-in")
+    for photo in SAMPLE_PHOTOS:
+        shutil.copy(photo, src / photo.name)
+    shutil.copy(SAMPLE_PHOTOS[0], src / 'odd <name> & "quotes".jpg')
+    (src / "broken.jpg").write_text("not a photo")
+    out = tmp_path_factory.mktemp("browser-out") / "site"
+    assert (
+        run_cli(
+            "build",
+            str(src),
+            "--out",
+            str(out),
+            "--weights",
+            "random",
+            "--workers",
+            "0",
+            "--per-page",
+            "4",
+            "--quiet",
+        )
+        == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_url(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The site served at http://127.0.0.1:PORT/REPO/ by a static server."""
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(site, root / SUB_PATH.strip("/"), ignore=shutil.ignore_patterns(".reportgen"))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{SUB_PATH}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "playwright (pip)")
+    need(Path(CHROMIUM).is_file(), "chromium (Debian package)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One page load with everything that went wrong on the way."""
+
+    def __init__(self, browser, url: str, *, dark: bool = False, width: int = 1280) -> None:
+        self.context = browser.new_context(
+            viewport={"width": width, "height": 900}, color_scheme="dark" if dark else "light"
+        )
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        self.page.on(
+            "response",
+            lambda r: r.status >= 400 and self.problems.append(f"{r.status}: {r.url}"),
+        )
+        response = self.page.goto(url, wait_until="load")
+        assert response is not None and response.ok, url
+        self.load_every_image()
+
+    def load_every_image(self) -> None:
+        """Scroll each image into view (they are lazy) and wait until all have loaded."""
+        self.page.evaluate(
+            "() => { for (const img of document.images) img.scrollIntoView(); scrollTo(0, 0); }"
+        )
+        self.page.wait_for_function(
+            "() => Array.from(document.images).every(i => i.complete)", timeout=15000
+        )
+
+    def broken_images(self) -> list[str]:
+        return self.page.evaluate(
+            "() => Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
+        )
+
+    def serious_violations(self) -> list[str]:
+        self.page.add_script_tag(path=str(AXE))
+        result = self.page.evaluate(
+            "async () => { const r = await axe.run(); "
+            "return {passes: r.passes.length, violations: r.violations}; }"
+        )
+        assert result["passes"] > 10, "axe-core checked nothing"
+        violations = result["violations"]
+        return [
+            f"{v['id']} ({v['impact']}): {v['help']} — {len(v['nodes'])} node(s)"
+            for v in violations
+            if v["impact"] in ("serious", "critical")
+        ]
+
+    def links(self) -> list[str]:
+        return self.page.evaluate(
+            "() => Array.from(document.querySelectorAll('a[href], link[href], script[src]'))"
+            ".map(e => e.href || e.src)"
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def pages_to_check(site: Path) -> dict[str, str]:
+    data = json.loads((site / "predictions.json").read_text(encoding="utf-8"))
+    return {
+        "index": "index.html",
+        "index-page-2": "index-2.html",
+        "photo": data["images"][0]["page"],
+        "kernels": "kernels.html",
+        "model": "model.html",
+    }
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_pages_load_cleanly_and_pass_axe(browser, base_url, site, dark):
+    need(AXE.is_file(), "axe-core (npm ci)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    checked_links: set[str] = set()
+    for name, path in pages_to_check(site).items():
+        visit = Visit(browser, base_url + path, dark=dark)
+        try:
+            assert visit.broken_images() == [], name
+            assert visit.serious_violations() == [], name
+            for url in visit.links():
+                if url.startswith(base_url) and url not in checked_links:
+                    checked_links.add(url)
+                    response = visit.page.request.get(url)
+                    assert response.ok, f"{name}: {url} -> {response.status}"
+                else:
+                    assert url.startswith(base_url), f"{name}: link leaves the site: {url}"
+            assert visit.problems == [], name
+            scheme = "dark" if dark else "light"
+            visit.page.screenshot(path=str(SCREENSHOTS / f"{name}-{scheme}.png"), full_page=True)
+        finally:
+            visit.close()
+    assert len(checked_links) > 10
+
+
+def test_phone_layout_has_no_horizontal_scroll_on_the_index(browser, base_url):
+    visit = Visit(browser, base_url + "index.html", width=390)
+    try:
+        overflow = visit.page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=str(SCREENSHOTS / "index-phone.png"), full_page=True)
+    finally:
+        visit.close()
+
+
+def test_filter_finds_photos_on_every_index_page(browser, base_url, site):
+    data = json.loads((site / "predictions.json").read_text(encoding="utf-8"))
+    last = data["images"][-1]  # on the last index page, not the first
+    label = last["top5"][0]["label"]
+    expected = sum(1 for img in data["images"] if label.lower() in img["top5"][0]["label"].lower())
+    visit = Visit(browser, base_url + "index.html")
+    try:
+        page = visit.page
+        page.fill("#filter", label.upper())
+        page.wait_for_selector("#filter-results li")
+        assert page.is_hidden("#gallery")
+        names = page.locator("#filter-results .name").all_inner_texts()
+        assert last["source"] in names and len(names) == expected
+        page.click(f"#filter-results a:has-text('{last['source']}')")
+        page.wait_for_load_state("load")
+        assert page.url == base_url + last["page"]
+        page.go_back()
+        page.fill("#filter", "no label is called this")
+        page.wait_for_function("() => document.querySelectorAll('#filter-results li').length == 0")
+        assert "0 photos" in page.inner_text("#filter-status")
+        page.fill("#filter", "")
+        assert page.is_visible("#gallery")
+        assert visit.problems == []
+    finally:
+        visit.close()
+
+
+def test_keyboard_reaches_the_photos(browser, base_url):
+    visit = Visit(browser, base_url + "index.html")
+    try:
+        page = visit.page
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+        seen = []
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            seen.append(page.evaluate("() => document.activeElement.getAttribute('href')"))
+        assert any(href and href.startswith("photos/") for href in seen)
+    finally:
+        visit.close()
+
+
+def test_nu_html_checker_finds_no_errors(site):
+    java = shutil.which("java")
+    need(java is not None, "java")
+    need(VNU.is_file(), "vnu-jar (npm ci)")
+
+    def check(folder: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                java,
+                "-jar",
+                str(VNU),
+                "--skip-non-html",
+                "--errors-only",
+                "--format",
+                "gnu",
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = check(site)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    # The checker does find errors: a page with one is reported.
+    control = site.parent / "control"
+    control.mkdir(exist_ok=True)
+    (control / "bad.html").write_text("<!DOCTYPE html><html><body><p><div></p></body></html>")
+    bad = check(control)
+    assert bad.returncode != 0 and "bad.html" in bad.stderr + bad.stdout
