@@ -19,6 +19,7 @@ from .cache import ModelEntry, ResultCache, StoredResult, fingerprint
 from .config import Config
 from .discover import discover
 from .errors import InputError, UsageError
+from .folder import kernel_views
 from .output import OutputFolder, Staging
 from .pages import PageWriter, SiteContent, predictions_json, search_index
 from .records import ImageRecord, ModelSummary, Prediction, Skipped, Source
@@ -98,6 +99,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         grid_size=model.grid_size,
         kernel_scale=model.kernel_scale,
         per_page=config.per_page,
+        kernels=kernel_views(photos),
     )
     staging = out.begin()
     _stage_pictures(photos, keys, cache, staging)
@@ -188,6 +190,9 @@ def _record(
         page=naming.photo_page(source.rel),
         crop=crop,
         conv1=conv1,
+        cams=stored.cams,
+        conv1_mean=stored.conv1_mean,
+        conv1_max=stored.conv1_max,
     )
 
 
@@ -217,7 +222,7 @@ def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:
     """Every HTML page, the assets and predictions.json."""
     writer = PageWriter(site, staging.write)
     writer.assets()
-    writer.page("kernels.html", "kernels.html")
+    writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
     total_params = sum(layer.parameters for layer in site.model.layers)
     writer.page("model.html", "model.html", total_parameters=total_params)
     for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):

@@ -27,7 +27,7 @@ from .weights import WeightsSpec
 log = logging.getLogger("reportgen")
 
 # Bump whenever what is stored, or how pictures are drawn, changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PICTURE_KINDS = ("input", "conv1")
 
 
@@ -54,6 +54,12 @@ class StoredResult:
     width: int = 0
     height: int = 0
     frames: int = 1
+    cams: tuple[str, ...] = ()
+    """Grad-CAM of each top-5 class, as data: URIs of small PNGs."""
+    conv1_mean: tuple[float, ...] = ()
+    """Each conv1 map's mean activation (before the ReLU)."""
+    conv1_max: tuple[float, ...] = ()
+    """Each conv1 map's maximum activation."""
     error: str | None = None
 
 
@@ -101,6 +107,9 @@ class ResultCache:
                 width=int(data["width"]),
                 height=int(data["height"]),
                 frames=int(data["frames"]),
+                cams=tuple(str(c) for c in data["cams"]),
+                conv1_mean=tuple(float(v) for v in data["conv1_mean"]),
+                conv1_max=tuple(float(v) for v in data["conv1_max"]),
                 error=data["error"],
             )
         except FileNotFoundError:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import pictures
+from .cam import CamRecorder
 from .decode import UnreadableImage, open_rgb
 from .model import Conv1Recorder, LoadedModel
 from .records import Source
@@ -67,6 +68,12 @@ class BatchResult:
     """JPEG of the 224x224 crop each photo became, as the model saw it."""
     grids: np.ndarray
     """(B, Hg, Wg) uint8: the 64 conv1 maps of each photo, 8 per row."""
+    conv1_mean: np.ndarray
+    """(B, 64) each conv1 map's mean (before the ReLU), for the kernel pages."""
+    conv1_max: np.ndarray
+    """(B, 64) each conv1 map's maximum."""
+    cams: np.ndarray
+    """(B, 5, 13, 13) Grad-CAM of each top-5 class, >= 0, in the order of ``top_indices``."""
     errors: list[tuple[int, str]]
 
 
@@ -176,7 +183,8 @@ def run(
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     model = prepare(loaded.model, device)
     with (
-        Conv1Recorder(model, pictures.activation_levels) as recorder,
+        Conv1Recorder(model, _conv1_record) as recorder,
+        CamRecorder(model) as cam,
         torch.inference_mode(),
     ):
         for batch in loader:
@@ -188,16 +196,24 @@ def run(
             probs = torch.softmax(logits.float(), dim=1)
             top_probs, top_indices = probs.topk(TOPK, dim=1)
             assert recorder.output is not None  # set by the forward pass just above
-            grids = pictures.grey_grids(recorder.output)
+            levels, means, maxes = recorder.output
             yield BatchResult(
                 indices=batch.indices,
                 sizes=batch.sizes,
                 top_indices=top_indices.cpu().numpy(),
                 top_probs=top_probs.cpu().numpy(),
                 crops=batch.crops,
-                grids=grids,
+                grids=pictures.grey_grids(levels),
+                conv1_mean=means.cpu().numpy(),
+                conv1_max=maxes.cpu().numpy(),
+                cams=cam.cams(top_indices).cpu().numpy(),
                 errors=batch.errors,
             )
+
+
+def _conv1_record(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the conv1 hook keeps: uint8 levels for the grid, and each map's mean and max."""
+    return pictures.activation_levels(output), output.mean(dim=(2, 3)), output.amax(dim=(2, 3))
 
 
 def _empty_result(batch: Batch) -> BatchResult:
@@ -208,5 +224,8 @@ def _empty_result(batch: Batch) -> BatchResult:
         top_probs=np.zeros((0, TOPK), dtype=np.float32),
         crops=[],
         grids=np.zeros((0, 0, 0), dtype=np.uint8),
+        conv1_mean=np.zeros((0, 64), dtype=np.float32),
+        conv1_max=np.zeros((0, 64), dtype=np.float32),
+        cams=np.zeros((0, TOPK, 13, 13), dtype=np.float32),
         errors=batch.errors,
     )

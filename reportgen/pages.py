@@ -10,10 +10,11 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, naming
-from .records import ImageRecord, ModelSummary, Skipped
+from . import __version__, layout, naming
+from .records import ImageRecord, KernelView, ModelSummary, Skipped
 
 STATIC_FILES = ("style.css", "favicon.svg", "filter.js")
+GRID = {"columns": layout.GRID_COLUMNS, "gap": layout.GRID_GAP}
 ASSETS_DIR = "assets"
 
 Writer = Callable[[str, bytes], None]
@@ -30,6 +31,7 @@ class SiteContent:
     grid_size: tuple[int, int]
     kernel_scale: int
     per_page: int
+    kernels: Sequence[KernelView] = ()
     title: str = "How AlexNet sees these photos"
 
 
@@ -95,6 +97,7 @@ class PageWriter:
             kernels_size=self.site.kernels_size,
             grid_size=self.site.grid_size,
             kernel_scale=self.site.kernel_scale,
+            grid=GRID,
             **context,
         )
         self.write(path, html.encode("utf-8"))

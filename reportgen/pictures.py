@@ -8,6 +8,7 @@ the kernels, drawn once, are lossless PNG.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Sequence
@@ -17,10 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-GRID_COLUMNS = 8
-GRID_GAP = 2
+from .layout import GRID_COLUMNS, GRID_GAP, KERNEL_SCALE
+
 GAP_VALUE = 255
-KERNEL_SCALE = 8
 JPEG_QUALITY = 85
 
 
@@ -132,6 +132,25 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+@functools.cache
+def _heat_palette() -> np.ndarray:
+    """matplotlib's 'turbo' colour map as a 256x3 uint8 table (matplotlib is loaded once)."""
+    from matplotlib import colormaps
+
+    return (colormaps["turbo"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def heat_png(cam: np.ndarray) -> bytes:
+    """A small Grad-CAM map as a coloured PNG, scaled by its own maximum (0 stays blue).
+
+    It stays at its own resolution (13x13): the page stretches it over the crop and the browser's
+    smooth scaling does the upsampling, so each map costs a few hundred bytes.
+    """
+    peak = float(cam.max())
+    levels = np.zeros(cam.shape, dtype=np.uint8) if peak <= 0 else np.rint(cam / peak * 255)
+    return encode_png(_heat_palette()[levels.astype(np.uint8)])
 
 
 def encode_png(array: np.ndarray) -> bytes:

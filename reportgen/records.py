@@ -47,6 +47,14 @@ class ImageRecord:
     """Site-relative URL of the 224x224 crop the model saw."""
     conv1: str
     """Site-relative URL of the 8x8 grid of conv1 output maps."""
+    cams: tuple[str, ...] = ()
+    """Grad-CAM of each top-5 class (data: URIs of small PNGs), in the order of ``top5``."""
+    conv1_mean: tuple[float, ...] = ()
+    """Each conv1 map's mean activation (before the ReLU)."""
+    conv1_max: tuple[float, ...] = ()
+    """Each conv1 map's maximum activation."""
+    truth: str | None = None
+    """The photo's true class, when the folder says (CLASS/… or labels.csv)."""
 
 
 @dataclass(frozen=True)
@@ -81,3 +89,25 @@ class ModelSummary:
     conv1_output_shape: tuple[int, ...]
     input_shape: tuple[int, ...]
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelExample:
+    """A photo that fires a kernel strongly."""
+
+    photo: ImageRecord
+    value: float
+    """The kernel's maximum activation on this photo."""
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """One conv1 kernel across the folder."""
+
+    index: int
+    mean: float
+    """Mean activation over every map of every photo."""
+    max: float
+    """Highest activation on any photo."""
+    top: tuple[KernelExample, ...]
+    """The photos that fire it most, strongest first."""

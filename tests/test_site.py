@@ -23,6 +23,8 @@ def assert_links_resolve(site: Path) -> int:
     for page in site.rglob("*.html"):
         for url in links(page.read_text(encoding="utf-8")):
             parts = urlsplit(url)
+            if parts.scheme == "data":
+                continue  # inline pictures (the Grad-CAM maps) fetch nothing
             assert not parts.scheme and not parts.netloc, f"{page.name}: absolute URL {url}"
             assert not url.startswith("/"), f"{page.name}: root-relative URL {url}"
             if not parts.path:
@@ -49,8 +51,11 @@ def test_pages_show_what_the_issue_lists(built_site):
         assert "3×224×224" in page and "64×3×11×11" in page and "64×55×55" in page
         assert entry["source"] in page
         assert f"{entry['top5'][0]['probability'] * 100:.2f}%" in page
-        alts = [img["alt"] for img in images(page)]
-        assert len(alts) == 3 and all(alts)
+        imgs = images(page)
+        assert all("alt" in img for img in imgs)
+        # The notes' three pictures and five Grad-CAM maps say what they show; the crops under
+        # the heat maps repeat the first picture and are marked decorative (alt="").
+        assert len([img for img in imgs if img["alt"]]) == 8
     model = (built_site / "model.html").read_text(encoding="utf-8")
     assert "61,100,840" in model  # AlexNet's parameter count
     assert "256×6×6" in model and "1000" in model
