@@ -16,12 +16,13 @@ from tqdm import tqdm
 
 from . import naming
 from .cache import ModelEntry, ResultCache, StoredResult, fingerprint
+from .charts import CHART_NAMES, chart_key, draw
 from .config import Config
 from .discover import discover
 from .errors import InputError, UsageError
-from .folder import kernel_views
-from .output import OutputFolder, Staging
-from .pages import PageWriter, SiteContent, predictions_json, search_index
+from .folder import FolderSummary, ground_truth, kernel_views, summarize_folder
+from .output import OutputFolder, Staging, write_atomic
+from .pages import PageWriter, SiteContent, predictions_csv, predictions_json, search_index
 from .records import ImageRecord, ModelSummary, Prediction, Skipped, Source
 from .weights import WeightsSpec, resolve_weights
 
@@ -89,6 +90,13 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         log.warning("skipped %s: %s", item.source, item.reason)
     if not photos:
         raise InputError(f"none of the image files in {str(input_dir)!r} could be read")
+    truth, problems = ground_truth(input_dir, [p.source for p in photos], model.categories)
+    for problem in problems:
+        log.warning("%s", problem)
+    if truth:
+        photos = [dataclasses.replace(p, truth=truth.get(p.source)) for p in photos]
+    summary = summarize_folder(photos)
+    charts = _charts(photos, summary, cache)
 
     # Then write every page, and swap the new site in.
     site = SiteContent(
@@ -100,14 +108,17 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         kernel_scale=model.kernel_scale,
         per_page=config.per_page,
         kernels=kernel_views(photos),
+        summary=summary,
+        charts={name: f"{naming.PICTURES_DIR}/summary-{name}.png" for name in charts},
+        chart_sizes={name: _png_size(path) for name, path in charts.items()},
     )
     staging = out.begin()
-    _stage_pictures(photos, keys, cache, staging)
+    _stage_pictures(photos, keys, cache, charts, staging)
     _write_pages(site, staging, progress)
     clock.lap("pages")
     staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
     if config.cache is None:
-        cache.prune(set(keys.values()))
+        cache.prune(set(keys.values()), charts=set(charts.values()))
     clock.lap("commit")
     return BuildResult(
         out_dir=config.out_dir,
@@ -207,11 +218,36 @@ def _describe_weights(model: ModelEntry, weights: WeightsSpec) -> ModelSummary:
     )
 
 
+def _charts(
+    photos: list[ImageRecord], summary: FolderSummary, cache: ResultCache
+) -> dict[str, Path]:
+    """The summary charts in the cache, drawn only when what they show has changed."""
+    key = chart_key(photos, summary)
+    paths = {name: cache.chart(key, name) for name in CHART_NAMES}
+    if not all(path.is_file() for path in paths.values()):
+        for name, png in draw(photos, summary).items():
+            write_atomic(paths[name], png)
+    return paths
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (no image library needed)."""
+    with open(path, "rb") as fh:
+        header = fh.read(24)
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
 def _stage_pictures(
-    photos: list[ImageRecord], keys: dict[str, str], cache: ResultCache, staging: Staging
+    photos: list[ImageRecord],
+    keys: dict[str, str],
+    cache: ResultCache,
+    charts: dict[str, Path],
+    staging: Staging,
 ) -> None:
     """Link each picture from the cache into the new site (copies where links cannot be made)."""
     staging.link(naming.KERNELS_PICTURE, cache.kernels_picture)
+    for name, path in charts.items():
+        staging.link(f"{naming.PICTURES_DIR}/summary-{name}.png", path)
     for photo in photos:
         key = keys[photo.source]
         staging.link(photo.crop, cache.picture(key, "input"))
@@ -225,10 +261,12 @@ def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:
     writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
     total_params = sum(layer.parameters for layer in site.model.layers)
     writer.page("model.html", "model.html", total_parameters=total_params)
+    writer.summary_page()
     for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
         writer.photo_page(position)
     writer.index_pages()
     staging.write("predictions.json", predictions_json(site))
+    staging.write("predictions.csv", predictions_csv(site))
     staging.write("search-index.js", search_index(site))
     # For publishing from a branch: no Jekyll processing, so every file is served as written.
     staging.write(".nojekyll", b"")

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .output import write_atomic
 from .records import LayerInfo, ModelSummary
 from .weights import WeightsSpec
 
@@ -125,7 +125,7 @@ class ResultCache:
 
     def store(self, key: str, result: StoredResult) -> None:
         """Record a result; call after its pictures are written."""
-        _write_atomic(self._result_path(key), _dumps(dataclasses.asdict(result)))
+        write_atomic(self._result_path(key), _dumps(dataclasses.asdict(result)))
 
     # --- the model --------------------------------------------------------------------------
 
@@ -176,13 +176,21 @@ class ResultCache:
             "grid_size": list(entry.grid_size),
             "kernel_scale": entry.kernel_scale,
         }
-        _write_atomic(self._model_dir / "model.json", _dumps(data))
+        write_atomic(self._model_dir / "model.json", _dumps(data))
+
+    def chart(self, key: str, name: str) -> Path:
+        """Where a summary chart drawn from data hashing to ``key`` is kept."""
+        return self.root / "charts" / f"{key[:32]}-{name}.png"
 
     # --- housekeeping -----------------------------------------------------------------------
 
-    def prune(self, keep: set[str]) -> int:
-        """Delete results, pictures and model descriptions this build did not use."""
+    def prune(self, keep: set[str], *, charts: set[Path] = frozenset()) -> int:
+        """Delete results, pictures, charts and model descriptions this build did not use."""
         removed = 0
+        for path in sorted((self.root / "charts").glob("*.png")):
+            if path not in charts:
+                path.unlink()
+                removed += 1
         for folder in ("results", "pictures"):
             for path in sorted((self.root / folder).glob("*/*")):
                 if path.name[:64] not in keep:
@@ -201,10 +209,3 @@ def _pair(values: Any) -> tuple[int, int]:
 
 def _dumps(data: Any) -> bytes:
     return (json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -23,6 +23,7 @@ from .cache import ModelEntry, ResultCache, StoredResult
 from .config import Config
 from .errors import BuildError
 from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
+from .output import write_atomic
 from .records import Source
 from .weights import WeightsSpec
 
@@ -72,7 +73,7 @@ def compute(
 def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
     """The model page's facts and the kernels picture, stored in the cache."""
     kernels = pictures.kernel_grid(conv1_kernels(loaded.model))
-    pictures.write_atomic(cache.kernels_picture, pictures.encode_png(kernels))
+    write_atomic(cache.kernels_picture, pictures.encode_png(kernels))
     summary = summarize(loaded)
     entry = ModelEntry(
         summary=summary,
@@ -144,8 +145,8 @@ def _infer(
 def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCache) -> None:
     """Encode one batch's pictures into the cache, then record each photo's result."""
     for row, key in enumerate(keys):
-        pictures.write_atomic(cache.picture(key, "input"), result.crops[row])
-        pictures.write_atomic(cache.picture(key, "conv1"), pictures.encode_jpeg(result.grids[row]))
+        write_atomic(cache.picture(key, "input"), result.crops[row])
+        write_atomic(cache.picture(key, "conv1"), pictures.encode_jpeg(result.grids[row]))
         width, height, frames = result.sizes[row]
         top5 = tuple(
             (int(i), round(float(p), PROBABILITY_DIGITS))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from .records import ImageRecord, KernelExample, KernelView
 
@@ -28,3 +33,126 @@ def kernel_views(photos: Sequence[ImageRecord], count: int = 64) -> list[KernelV
             )
         )
     return views
+
+
+# --- the folder summary --------------------------------------------------------------------
+
+NEAR_MISS_MARGIN = 0.05
+LISTED = 10
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Accuracy on the photos of one true class."""
+
+    label: str
+    count: int
+    top1: float
+    top5: float
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """What the summary page says about the whole folder."""
+
+    class_counts: tuple[tuple[str, int], ...]
+    """Predicted (top-1) classes with their number of photos, most frequent first."""
+    least_confident: tuple[ImageRecord, ...]
+    near_misses: tuple[ImageRecord, ...]
+    """Photos whose two best classes are within NEAR_MISS_MARGIN, closest first."""
+    labelled: int = 0
+    top1_accuracy: float | None = None
+    top5_accuracy: float | None = None
+    per_class: tuple[ClassScore, ...] = ()
+    mistakes: tuple[ImageRecord, ...] = ()
+
+
+def margin(photo: ImageRecord) -> float:
+    """How far the best class is ahead of the second."""
+    probs = [p.probability for p in photo.top5]
+    return probs[0] - probs[1] if len(probs) > 1 else probs[0]
+
+
+def summarize_folder(photos: Sequence[ImageRecord]) -> FolderSummary:
+    """Class distribution, the least confident photos, near-misses, and accuracy where known."""
+    counts = Counter(p.top5[0].label for p in photos)
+    by_confidence = sorted(photos, key=lambda p: (p.top5[0].probability, p.source))
+    near = sorted(
+        (p for p in photos if margin(p) < NEAR_MISS_MARGIN), key=lambda p: (margin(p), p.source)
+    )
+    labelled = [p for p in photos if p.truth is not None]
+    summary = FolderSummary(
+        class_counts=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        least_confident=tuple(by_confidence[:LISTED]),
+        near_misses=tuple(near[:LISTED]),
+    )
+    if not labelled:
+        return summary
+
+    def hit(p: ImageRecord, k: int) -> bool:
+        return any(t.label == p.truth for t in p.top5[:k])
+
+    per_class = []
+    for label in sorted({p.truth for p in labelled if p.truth is not None}):
+        group = [p for p in labelled if p.truth == label]
+        per_class.append(
+            ClassScore(
+                label,
+                len(group),
+                sum(hit(p, 1) for p in group) / len(group),
+                sum(hit(p, 5) for p in group) / len(group),
+            )
+        )
+    return dataclasses.replace(
+        summary,
+        labelled=len(labelled),
+        top1_accuracy=sum(hit(p, 1) for p in labelled) / len(labelled),
+        top5_accuracy=sum(hit(p, 5) for p in labelled) / len(labelled),
+        per_class=tuple(per_class),
+        mistakes=tuple(p for p in labelled if not hit(p, 1)),
+    )
+
+
+# --- ground truth --------------------------------------------------------------------------
+
+LABELS_FILE = "labels.csv"
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def ground_truth(
+    input_dir: Path, sources: Sequence[str], categories: Sequence[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Each photo's true ImageNet class, where the folder says, and problems found on the way.
+
+    ``labels.csv`` in the input folder (columns ``source,label``) wins; otherwise a photo under a
+    top-level folder named after a class (``tabby/``, ``golden_retriever/``, any case) has that
+    class. Names that are not ImageNet classes are reported, not guessed.
+    """
+    by_name = {_norm(c): c for c in categories}
+    truth: dict[str, str] = {}
+    problems: list[str] = []
+    labels = input_dir / LABELS_FILE
+    if labels.is_file():
+        try:
+            with open(labels, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            return {}, [f"{LABELS_FILE} cannot be read ({exc})"]
+        known = set(sources)
+        for line, row in enumerate(rows, start=2):
+            source, label = (row.get("source") or "").strip(), (row.get("label") or "").strip()
+            if source not in known:
+                problems.append(f"{LABELS_FILE} line {line}: no photo {source!r}")
+            elif _norm(label) not in by_name:
+                problems.append(f"{LABELS_FILE} line {line}: {label!r} is not an ImageNet class")
+            else:
+                truth[source] = by_name[_norm(label)]
+        return truth, problems
+    for source in sources:
+        folder, _, rest = source.partition("/")
+        if rest and _norm(folder) in by_name:
+            truth[source] = by_name[_norm(folder)]
+    return truth, problems

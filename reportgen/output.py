@@ -165,9 +165,16 @@ class Staging:
 
     def _write_manifest(self, files: set[str]) -> None:
         data = {"version": MANIFEST_VERSION, "files": sorted(files)}
-        tmp = self.folder.state / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(data, indent=0) + "\n", encoding="utf-8")
-        os.replace(tmp, self.folder.state / MANIFEST)
+        write_atomic(self.folder.state / MANIFEST, (json.dumps(data, indent=0) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` aside and rename it into place: no reader ever sees half a file, and a hard
+    link to the old file keeps the old bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:

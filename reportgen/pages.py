@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import jinja2
 
 from . import __version__, layout, naming
+from .folder import NEAR_MISS_MARGIN, FolderSummary
 from .records import ImageRecord, KernelView, ModelSummary, Skipped
 
 STATIC_FILES = ("style.css", "favicon.svg", "filter.js")
@@ -32,6 +36,10 @@ class SiteContent:
     kernel_scale: int
     per_page: int
     kernels: Sequence[KernelView] = ()
+    summary: FolderSummary | None = None
+    charts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Site-relative URL of each summary chart, by name."""
+    chart_sizes: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     title: str = "How AlexNet sees these photos"
 
 
@@ -123,6 +131,17 @@ class PageWriter:
                 skipped=self.site.skipped,
             )
 
+    def summary_page(self) -> None:
+        self.page(
+            "summary.html",
+            "summary.html",
+            summary=self.site.summary,
+            charts=self.site.charts,
+            chart_sizes=self.site.chart_sizes,
+            photos_count=len(self.site.photos),
+            near_miss_margin=NEAR_MISS_MARGIN,
+        )
+
     def photo_page(self, position: int) -> None:
         photos = self.site.photos
         photo = photos[position]
@@ -150,6 +169,23 @@ def search_index(site: SiteContent) -> bytes:
     ]
     data = json.dumps(photos, ensure_ascii=True, separators=(",", ":"))
     return f"window.reportgenPhotos = {data};\n".encode("ascii")
+
+
+def predictions_csv(site: SiteContent) -> bytes:
+    """predictions.csv: one row per photo, sorted by source, with its top-5 side by side."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    ranks = range(1, 6)
+    out.writerow(
+        ["source", "page", "truth"]
+        + [f"top{k}_{field}" for k in ranks for field in ("index", "label", "probability")]
+    )
+    for p in sorted(site.photos, key=lambda p: p.source):
+        row = [p.source, p.page, p.truth or ""]
+        for t in p.top5:
+            row += [t.index, t.label, t.probability]
+        out.writerow(row)
+    return buffer.getvalue().encode("utf-8")
 
 
 def predictions_json(site: SiteContent) -> bytes:

@@ -8,11 +8,8 @@ the kernels, drawn once, are lossless PNG.
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,15 +123,6 @@ def encode_jpeg(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` aside and rename it into place: no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-@functools.cache
 def _heat_palette() -> np.ndarray:
     """matplotlib's 'turbo' colour map as a 256x3 uint8 table (matplotlib is loaded once)."""
     from matplotlib import colormaps

@@ -176,6 +176,7 @@ def pages_to_check(site: Path) -> dict[str, str]:
         "photo": data["images"][0]["page"],
         "kernels": "kernels.html",
         "model": "model.html",
+        "summary": "summary.html",
     }
 
 

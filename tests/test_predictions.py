@@ -107,6 +107,6 @@ def test_random_weights_say_predictions_are_meaningless(tmp_path, photos_dir):
     data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
     assert data["model"] == {"arch": "alexnet", "weights": "random", "sha256": None}
     pages = sorted(out.rglob("*.html"))
-    assert len(pages) == 2 + 1 + len(data["images"])  # kernels, model, index, photos
+    assert len(pages) == 4 + len(data["images"])  # index, kernels, model, summary, photos
     for page in pages:
         assert "predictions are meaningless" in page.read_text(encoding="utf-8"), page

@@ -1,0 +1,63 @@
+"""The summary page's charts: drawn with matplotlib once per build (never per photo).
+
+Charts are cached by a hash of the numbers they show, so a rebuild that changes nothing does not
+even import matplotlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+
+from .folder import FolderSummary, margin
+from .records import ImageRecord
+
+CHART_NAMES = ("classes", "confidence", "margin")
+TOP_CLASSES = 15
+
+
+def chart_key(photos: Sequence[ImageRecord], summary: FolderSummary) -> str:
+    """Hash of everything the charts show."""
+    data = {
+        "classes": summary.class_counts[:TOP_CLASSES],
+        "confidence": [p.top5[0].probability for p in photos],
+        "margin": [margin(p) for p in photos],
+    }
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def draw(photos: Sequence[ImageRecord], summary: FolderSummary) -> dict[str, bytes]:
+    """PNG bytes of each chart, by name (no metadata, so the same data gives the same bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    charts = {}
+    classes = summary.class_counts[:TOP_CLASSES][::-1]
+    fig = Figure(figsize=(6, 0.3 * len(classes) + 1.2), dpi=100)
+    ax = fig.subplots()
+    ax.barh([label for label, _ in classes], [count for _, count in classes], color="#2f6fe4")
+    ax.set_xlabel("photos predicted as this class (top-1)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    charts["classes"] = _png(fig)
+    for name, values, label in (
+        ("confidence", [p.top5[0].probability for p in photos], "top-1 probability"),
+        ("margin", [margin(p) for p in photos], "top-1 minus top-2 probability"),
+    ):
+        fig = Figure(figsize=(6, 2.6), dpi=100)
+        ax = fig.subplots()
+        ax.hist(values, bins=20, range=(0.0, 1.0), color="#2f6fe4")
+        ax.set_xlabel(label)
+        ax.set_ylabel("photos")
+        charts[name] = _png(fig)
+    return charts
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
