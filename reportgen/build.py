@@ -21,9 +21,10 @@ from .config import Config
 from .discover import discover
 from .errors import InputError, UsageError
 from .folder import FolderSummary, ground_truth, kernel_views, summarize_folder
+from .layout import CONV_LAYERS, columns_for, grid_size
 from .output import OutputFolder, Staging, write_atomic
 from .pages import PageWriter, SiteContent, predictions_csv, predictions_json, search_index
-from .records import ImageRecord, ModelSummary, Prediction, Skipped, Source
+from .records import ImageRecord, LayerPicture, ModelSummary, Prediction, Skipped, Source
 from .weights import WeightsSpec, resolve_weights
 
 log = logging.getLogger("reportgen")
@@ -68,7 +69,8 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     weights = resolve_weights(config.weights, progress=progress)
     for warning in weights.warnings:
         log.warning("%s", warning)
-    cache = ResultCache(config.cache or out.state / "cache", _fingerprint(weights, config))
+    kinds = ("input", *config.layers)
+    cache = ResultCache(config.cache or out.state / "cache", _fingerprint(weights, config), kinds)
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
@@ -84,7 +86,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         clock["load model"] = computed.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
-    photos, skipped = _collect(sources, keys, stored, model.categories)
+    photos, skipped = _collect(sources, keys, stored, model)
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
         log.warning("skipped %s: %s", item.source, item.reason)
@@ -108,6 +110,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         kernel_scale=model.kernel_scale,
         per_page=config.per_page,
         kernels=kernel_views(photos),
+        normalize=config.normalize,
         summary=summary,
         charts={name: f"{naming.PICTURES_DIR}/summary-{name}.png" for name in charts},
         chart_sizes={name: _png_size(path) for name, path in charts.items()},
@@ -163,7 +166,11 @@ def _check_input(input_dir: Path | None) -> Path:
 
 def _fingerprint(weights: WeightsSpec, config: Config) -> str:
     return fingerprint(
-        weights, max_pixels=config.max_pixels, allow_truncated=config.allow_truncated
+        weights,
+        max_pixels=config.max_pixels,
+        allow_truncated=config.allow_truncated,
+        layers=config.layers,
+        normalize=config.normalize,
     )
 
 
@@ -171,7 +178,7 @@ def _collect(
     sources: list[Source],
     keys: dict[str, str],
     stored: dict[str, StoredResult | None],
-    categories: tuple[str, ...],
+    model: ModelEntry,
 ) -> tuple[list[ImageRecord], list[Skipped]]:
     """Every photo's record, in source order, and the files that could not be used."""
     photos: list[ImageRecord] = []
@@ -183,14 +190,28 @@ def _collect(
         elif result.error is not None:
             skipped.append(Skipped(source.rel, result.error))
         else:
-            photos.append(_record(source, keys[source.rel], result, categories))
+            photos.append(_record(source, keys[source.rel], result, model))
     return photos, skipped
 
 
-def _record(
-    source: Source, key: str, stored: StoredResult, categories: tuple[str, ...]
-) -> ImageRecord:
-    crop, conv1 = naming.photo_pictures(key)
+def _record(source: Source, key: str, stored: StoredResult, model: ModelEntry) -> ImageRecord:
+    categories = model.categories
+    shapes = {layer.name: layer.output_shape for layer in model.summary.layers}
+    layers = tuple(
+        LayerPicture(
+            name=name,
+            url=naming.photo_picture(key, name),
+            shape=shapes[CONV_LAYERS[name]],
+            size=grid_size(
+                shapes[CONV_LAYERS[name]][0], shapes[CONV_LAYERS[name]][1:], columns_for(name)
+            ),
+            columns=columns_for(name),
+            low=stored.ranges[name][0],
+            high=stored.ranges[name][1],
+        )
+        for name in stored.ranges
+        if name != "conv1"
+    )
     return ImageRecord(
         source=source.rel,
         file_size=source.size,
@@ -199,8 +220,10 @@ def _record(
         frames=stored.frames,
         top5=tuple(Prediction(i, categories[i], p) for i, p in stored.top5),
         page=naming.photo_page(source.rel),
-        crop=crop,
-        conv1=conv1,
+        crop=naming.photo_picture(key, "input"),
+        conv1=naming.photo_picture(key, "conv1"),
+        layers=layers,
+        conv1_range=stored.ranges.get("conv1", (0.0, 0.0)),
         cams=stored.cams,
         conv1_mean=stored.conv1_mean,
         conv1_max=stored.conv1_max,
@@ -252,6 +275,8 @@ def _stage_pictures(
         key = keys[photo.source]
         staging.link(photo.crop, cache.picture(key, "input"))
         staging.link(photo.conv1, cache.picture(key, "conv1"))
+        for layer in photo.layers:
+            staging.link(layer.url, cache.picture(key, layer.name))
 
 
 def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:

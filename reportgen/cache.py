@@ -28,10 +28,16 @@ log = logging.getLogger("reportgen")
 
 # Bump whenever what is stored, or how pictures are drawn, changes.
 FORMAT_VERSION = 2
-PICTURE_KINDS = ("input", "conv1")
 
 
-def fingerprint(weights: WeightsSpec, *, max_pixels: int | None, allow_truncated: bool) -> str:
+def fingerprint(
+    weights: WeightsSpec,
+    *,
+    max_pixels: int | None,
+    allow_truncated: bool,
+    layers: tuple[str, ...] = ("conv1",),
+    normalize: str = "map",
+) -> str:
     """Hash of everything besides a photo's bytes that its results depend on."""
     data = {
         "format": FORMAT_VERSION,
@@ -42,6 +48,8 @@ def fingerprint(weights: WeightsSpec, *, max_pixels: int | None, allow_truncated
         "pillow": version("pillow"),
         "max_pixels": max_pixels,
         "allow_truncated": allow_truncated,
+        "layers": list(layers),
+        "normalize": normalize,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -60,6 +68,8 @@ class StoredResult:
     """Each conv1 map's mean activation (before the ReLU)."""
     conv1_max: tuple[float, ...] = ()
     """Each conv1 map's maximum activation."""
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    """Each drawn layer's lowest and highest activation on the photo."""
     error: str | None = None
 
 
@@ -80,9 +90,13 @@ class ModelEntry:
 class ResultCache:
     """A folder of results and pictures for one fingerprint (other fingerprints coexist)."""
 
-    def __init__(self, root: Path, fingerprint: str) -> None:
+    def __init__(
+        self, root: Path, fingerprint: str, kinds: tuple[str, ...] = ("input", "conv1")
+    ) -> None:
         self.root = root
         self.fingerprint = fingerprint
+        self.kinds = kinds
+        """The pictures every result has: 'input' and the layers drawn."""
 
     def key(self, content_sha256: str) -> str:
         """The key of a photo whose bytes hash to ``content_sha256``."""
@@ -94,7 +108,7 @@ class ResultCache:
         return self.root / "results" / key[:2] / f"{key}.json"
 
     def picture(self, key: str, kind: str) -> Path:
-        """Where the ``kind`` picture ('input' or 'conv1') of a result is kept."""
+        """Where the ``kind`` picture ('input', or a layer such as 'conv1') of a result is kept."""
         return self.root / "pictures" / key[:2] / f"{key}-{kind}.jpg"
 
     def load(self, key: str) -> StoredResult | None:
@@ -110,6 +124,7 @@ class ResultCache:
                 cams=tuple(str(c) for c in data["cams"]),
                 conv1_mean=tuple(float(v) for v in data["conv1_mean"]),
                 conv1_max=tuple(float(v) for v in data["conv1_max"]),
+                ranges={k: (float(v[0]), float(v[1])) for k, v in data["ranges"].items()},
                 error=data["error"],
             )
         except FileNotFoundError:
@@ -118,7 +133,7 @@ class ResultCache:
             log.info("cache entry %s is damaged (%s); recomputing it", path.name, exc)
             return None
         if result.error is None and not all(
-            self.picture(key, kind).is_file() for kind in PICTURE_KINDS
+            self.picture(key, kind).is_file() for kind in self.kinds
         ):
             return None
         return result

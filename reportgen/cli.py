@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 def _default_text(f: dataclasses.Field) -> str:
     if f.default is None:
         return "auto"
+    if isinstance(f.default, tuple):
+        return ",".join(f.default)
     return str(f.default)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from . import infer, pictures
+from . import infer, layout, pictures
 from ._memory import RssCeiling
 from .cache import ModelEntry, ResultCache, StoredResult
 from .config import Config
@@ -79,7 +79,7 @@ def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
         summary=summary,
         categories=loaded.categories,
         kernels_size=(kernels.shape[1], kernels.shape[0]),
-        grid_size=pictures.grid_size(summary.conv1_output_shape[0], summary.conv1_output_shape[1:]),
+        grid_size=layout.grid_size(summary.conv1_output_shape[0], summary.conv1_output_shape[1:]),
         kernel_scale=pictures.KERNEL_SCALE,
     )
     cache.store_model(entry)
@@ -119,6 +119,8 @@ def _infer(
         workers=workers,
         max_pixels=config.max_pixels,
         allow_truncated=config.allow_truncated,
+        layers=config.layers,
+        shared=config.normalize == "layer",
     )
     # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
@@ -147,6 +149,8 @@ def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCa
     for row, key in enumerate(keys):
         write_atomic(cache.picture(key, "input"), result.crops[row])
         write_atomic(cache.picture(key, "conv1"), pictures.encode_jpeg(result.grids[row]))
+        for layer, grids in result.layer_grids.items():
+            write_atomic(cache.picture(key, layer), pictures.encode_jpeg(grids[row]))
         width, height, frames = result.sizes[row]
         top5 = tuple(
             (int(i), round(float(p), PROBABILITY_DIGITS))
@@ -164,5 +168,9 @@ def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCa
             cams=cams,
             conv1_mean=tuple(round(float(v), STAT_DIGITS) for v in result.conv1_mean[row]),
             conv1_max=tuple(round(float(v), STAT_DIGITS) for v in result.conv1_max[row]),
+            ranges={
+                layer: (round(float(r[row, 0]), STAT_DIGITS), round(float(r[row, 1]), STAT_DIGITS))
+                for layer, r in result.ranges.items()
+            },
         )
         cache.store(key, stored)

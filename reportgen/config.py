@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .layout import CONV_LAYERS
 
 DEFAULT_CONFIG_FILE = "reportgen.yaml"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -66,6 +67,20 @@ class Config:
         "refuse images with more pixels than this (decompression-bomb guard; default: Pillow's)",
         flag="--max-pixels",
         metavar="N",
+    )
+    layers: tuple[str, ...] = _option(
+        ("conv1",),
+        "convolutions to draw for each photo, comma-separated, from conv1..conv5 (conv1 is always "
+        "drawn, as in the notes)",
+        flag="--layers",
+        metavar="LIST",
+    )
+    normalize: str = _option(
+        "map",
+        "how activation maps are scaled to grey: 'map' (each map from its own min to max, as the "
+        "notes) or 'layer' (all maps of a layer share one range, so their strengths compare)",
+        flag="--normalize",
+        metavar="MODE",
     )
     per_page: int = _option(120, "photos per index page", flag="--per-page", metavar="N")
     cache: Path | None = _option(
@@ -153,6 +168,19 @@ def _weights(value: Any) -> str:
     return value
 
 
+def _layers(value: Any) -> tuple[str, ...]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError("must be a comma-separated list such as conv1,conv3")
+    wanted = {n.strip().lower() for n in names if n.strip()}
+    unknown = sorted(wanted - set(CONV_LAYERS))
+    if unknown:
+        raise ValueError(
+            f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(CONV_LAYERS)}"
+        )
+    return tuple(name for name in CONV_LAYERS if name in wanted | {"conv1"})
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -167,6 +195,8 @@ PARSERS: dict[str, Parser] = {
     "batch_size": _optional_int(1),
     "workers": _optional_int(0),
     "max_pixels": _optional_int(1),
+    "layers": _layers,
+    "normalize": _choice(("map", "layer")),
     "per_page": lambda v: _positive_int(v, minimum=1),
     "cache": _optional_path,
     "full": _bool,

@@ -7,6 +7,7 @@ turned into pictures batch by batch and dropped, so memory does not grow with th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import pictures
 from .cam import CamRecorder
 from .decode import UnreadableImage, open_rgb
-from .model import Conv1Recorder, LoadedModel
+from .layout import columns_for
+from .model import Conv1Recorder, LayerRecorder, LoadedModel
 from .records import Source
 
 TOPK = 5
@@ -75,6 +77,10 @@ class BatchResult:
     cams: np.ndarray
     """(B, 5, 13, 13) Grad-CAM of each top-5 class, >= 0, in the order of ``top_indices``."""
     errors: list[tuple[int, str]]
+    layer_grids: dict[str, np.ndarray] = field(default_factory=dict)
+    """Grey grids of the other requested layers, by name."""
+    ranges: dict[str, np.ndarray] = field(default_factory=dict)
+    """(B, 2) each layer's lowest and highest activation on each photo (for the legends)."""
 
 
 class PhotoDataset(Dataset[Item]):
@@ -171,10 +177,13 @@ def run(
     workers: int,
     max_pixels: int | None = None,
     allow_truncated: bool = False,
+    layers: Sequence[str] = ("conv1",),
+    shared: bool = False,
 ) -> Iterator[BatchResult]:
     """Run every photo through the model, yielding one :class:`BatchResult` per batch.
 
-    The model is moved to ``device``; photos are decoded by ``workers`` processes.
+    The model is moved to ``device``; photos are decoded by ``workers`` processes. conv1 is always
+    recorded; ``layers`` adds others; ``shared`` scales all maps of a layer together.
     """
     transform = loaded.transforms
     dataset = PhotoDataset(
@@ -182,11 +191,16 @@ def run(
     )
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     model = prepare(loaded.model, device)
-    with (
-        Conv1Recorder(model, _conv1_record) as recorder,
-        CamRecorder(model) as cam,
-        torch.inference_mode(),
-    ):
+
+    def record(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pictures.activation_levels(output, shared=shared), _range(output)
+
+    deeper = [name for name in layers if name != "conv1"]
+    with contextlib.ExitStack() as stack:
+        recorder = stack.enter_context(Conv1Recorder(model, _conv1_record(shared)))
+        others = {n: stack.enter_context(LayerRecorder(model, n, record)) for n in deeper}
+        cam = stack.enter_context(CamRecorder(model))
+        stack.enter_context(torch.inference_mode())
         for batch in loader:
             if batch.x is None:
                 yield _empty_result(batch)
@@ -196,7 +210,7 @@ def run(
             probs = torch.softmax(logits.float(), dim=1)
             top_probs, top_indices = probs.topk(TOPK, dim=1)
             assert recorder.output is not None  # set by the forward pass just above
-            levels, means, maxes = recorder.output
+            levels, means, maxes, conv1_range = recorder.output
             yield BatchResult(
                 indices=batch.indices,
                 sizes=batch.sizes,
@@ -208,12 +222,30 @@ def run(
                 conv1_max=maxes.cpu().numpy(),
                 cams=cam.cams(top_indices).cpu().numpy(),
                 errors=batch.errors,
+                layer_grids={
+                    n: pictures.grey_grids(r.output[0], columns_for(n)) for n, r in others.items()
+                },
+                ranges={
+                    "conv1": conv1_range.cpu().numpy(),
+                    **{n: r.output[1].cpu().numpy() for n, r in others.items()},
+                },
             )
 
 
-def _conv1_record(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What the conv1 hook keeps: uint8 levels for the grid, and each map's mean and max."""
-    return pictures.activation_levels(output), output.mean(dim=(2, 3)), output.amax(dim=(2, 3))
+def _range(output: torch.Tensor) -> torch.Tensor:
+    """(B, 2): each photo's lowest and highest activation in the layer."""
+    flat = output.flatten(1)
+    return torch.stack([flat.amin(dim=1), flat.amax(dim=1)], dim=1)
+
+
+def _conv1_record(shared: bool) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """What the conv1 hook keeps: uint8 levels for the grid, each map's mean and max, the range."""
+
+    def record(output: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        levels = pictures.activation_levels(output, shared=shared)
+        return levels, output.mean(dim=(2, 3)), output.amax(dim=(2, 3)), _range(output)
+
+    return record
 
 
 def _empty_result(batch: Batch) -> BatchResult:

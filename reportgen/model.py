@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
 from .errors import UsageError, WeightsError
+from .layout import CONV_LAYERS
 from .records import LayerInfo, ModelSummary
 from .weights import RANDOM_SEED, WeightsSpec
 
@@ -108,26 +110,29 @@ def _copy(output: torch.Tensor) -> torch.Tensor:
     return output.clone()
 
 
-class Conv1Recorder:
-    """Records the output of AlexNet's first convolution, before its ReLU.
+class LayerRecorder:
+    """Records the output of one of AlexNet's convolutions, before its ReLU.
 
     Use as a context manager; the forward hook is removed on exit, also when the body raises::
 
-        with Conv1Recorder(model) as rec:
+        with LayerRecorder(model, "conv3") as rec:
             model(batch)
-            maps = rec.output  # (B, 64, 55, 55)
+            maps = rec.output  # (B, 384, 13, 13)
 
-    ``transform`` is applied to the output inside the hook and must return a new tensor:
-    ``features[1]`` is ``ReLU(inplace=True)``, which overwrites the conv output right after the
+    ``transform`` is applied to the output inside the hook and must return new tensors: every
+    convolution is followed by ``ReLU(inplace=True)``, which overwrites its output right after the
     hook, so what is kept must be a copy (the default) or something computed from it.
     """
 
     def __init__(
-        self, model: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor] = _copy
+        self,
+        model: nn.Module,
+        layer: str = "conv1",
+        transform: Callable[[torch.Tensor], Any] = _copy,
     ) -> None:
-        self.module: nn.Module = model.features[0]
+        self.module: nn.Module = dict(model.named_modules())[CONV_LAYERS[layer]]
         self.transform = transform
-        self.output: torch.Tensor | None = None
+        self.output: Any = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
     def _hook(
@@ -135,7 +140,7 @@ class Conv1Recorder:
     ) -> None:
         self.output = self.transform(output.detach())
 
-    def __enter__(self) -> Conv1Recorder:
+    def __enter__(self) -> LayerRecorder:
         self._handle = self.module.register_forward_hook(self._hook)
         return self
 
@@ -149,6 +154,13 @@ class Conv1Recorder:
             self._handle.remove()
             self._handle = None
         self.output = None
+
+
+class Conv1Recorder(LayerRecorder):
+    """A :class:`LayerRecorder` of conv1: ``rec.output`` is (B, 64, 55, 55)."""
+
+    def __init__(self, model: nn.Module, transform: Callable[[torch.Tensor], Any] = _copy) -> None:
+        super().__init__(model, "conv1", transform)
 
 
 def conv1_kernels(model: nn.Module) -> torch.Tensor:

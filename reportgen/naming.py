@@ -34,9 +34,10 @@ def photo_page(source: str) -> str:
     return f"{PAGES_DIR}/{slug(stem)}-{short_hash(source)}.html"
 
 
-def photo_pictures(key: str) -> tuple[str, str]:
-    """Site-relative URLs of a result's crop and conv1 grid; ``key`` names the result."""
-    return f"{PICTURES_DIR}/{key[:20]}-input.jpg", f"{PICTURES_DIR}/{key[:20]}-conv1.jpg"
+def photo_picture(key: str, kind: str) -> str:
+    """Site-relative URL of a result's ``kind`` picture ('input', 'conv1', …); ``key`` names the
+    result."""
+    return f"{PICTURES_DIR}/{key[:20]}-{kind}.jpg"
 
 
 def index_page(number: int) -> str:

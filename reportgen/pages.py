@@ -36,6 +36,8 @@ class SiteContent:
     kernel_scale: int
     per_page: int
     kernels: Sequence[KernelView] = ()
+    normalize: str = "map"
+    """How maps were scaled to grey: 'map' or 'layer'."""
     summary: FolderSummary | None = None
     charts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Site-relative URL of each summary chart, by name."""
@@ -106,6 +108,7 @@ class PageWriter:
             grid_size=self.site.grid_size,
             kernel_scale=self.site.kernel_scale,
             grid=GRID,
+            normalize=self.site.normalize,
             **context,
         )
         self.write(path, html.encode("utf-8"))

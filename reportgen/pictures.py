@@ -30,9 +30,10 @@ def normalize_each(maps: torch.Tensor) -> torch.Tensor:
     return _scaled_each(maps, 1.0)
 
 
-def _scaled_each(maps: torch.Tensor, top: float) -> torch.Tensor:
-    """Each map min-max scaled to 0..``top``, as a new float tensor of the same shape."""
-    dims = tuple(range(2, maps.ndim))
+def _scaled_each(maps: torch.Tensor, top: float, *, shared: bool = False) -> torch.Tensor:
+    """Each map min-max scaled to 0..``top`` (or, ``shared``, all maps of an item together), as a
+    new float tensor of the same shape."""
+    dims = tuple(range(1 if shared else 2, maps.ndim))
     maps = maps.float()
     low = maps.amin(dim=dims, keepdim=True)
     span = maps.amax(dim=dims, keepdim=True) - low
@@ -40,23 +41,14 @@ def _scaled_each(maps: torch.Tensor, top: float) -> torch.Tensor:
     return (maps - low).mul_(scale)
 
 
-def grid_size(count: int, tile_hw: Sequence[int]) -> tuple[int, int]:
-    """Width and height of the picture :func:`tile` makes of ``count`` tiles of ``tile_hw``."""
-    rows = -(-count // GRID_COLUMNS)
-    height, width = tile_hw
-    return (
-        GRID_COLUMNS * (width + GRID_GAP) - GRID_GAP,
-        rows * (height + GRID_GAP) - GRID_GAP,
-    )
-
-
-def activation_levels(conv1: torch.Tensor) -> torch.Tensor:
-    """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max.
+def activation_levels(maps: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
+    """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max
+    (``shared``: all N maps of a photo scaled together, from the layer's min to its max).
 
     Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
     activations: no float copy of the batch is ever kept.
     """
-    return _scaled_each(conv1, 255.0).round_().to(torch.uint8)
+    return _scaled_each(maps, 255.0, shared=shared).round_().to(torch.uint8)
 
 
 def to_uint8(unit: torch.Tensor) -> torch.Tensor:
@@ -83,9 +75,9 @@ def tile(
     return grid[:, :, : grid.shape[2] - gap, : grid.shape[3] - gap]
 
 
-def grey_grids(levels: torch.Tensor) -> np.ndarray:
-    """(B, 64, 55, 55) ``uint8`` maps to B grey grids of 8 per row, as a NumPy array."""
-    return tile(levels.unsqueeze(2))[:, 0].cpu().numpy()
+def grey_grids(levels: torch.Tensor, columns: int = GRID_COLUMNS) -> np.ndarray:
+    """(B, N, H, W) ``uint8`` maps to B grey grids of ``columns`` per row, as a NumPy array."""
+    return tile(levels.unsqueeze(2), columns=columns)[:, 0].cpu().numpy()
 
 
 def activation_grids(conv1: torch.Tensor) -> np.ndarray:

@@ -30,6 +30,23 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class LayerPicture:
+    """One layer's activation maps for one photo, drawn as a grid."""
+
+    name: str
+    """'conv1' … 'conv5'."""
+    url: str
+    shape: tuple[int, ...]
+    """(maps, height, width)."""
+    size: tuple[int, int]
+    """Width and height of the grid picture."""
+    columns: int
+    low: float
+    """The layer's lowest activation on this photo."""
+    high: float
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """Everything the pages need to know about one photo that was reported."""
 
@@ -53,6 +70,10 @@ class ImageRecord:
     """Each conv1 map's mean activation (before the ReLU)."""
     conv1_max: tuple[float, ...] = ()
     """Each conv1 map's maximum activation."""
+    layers: tuple[LayerPicture, ...] = ()
+    """Layers beyond conv1 drawn for this photo (--layers), in network order."""
+    conv1_range: tuple[float, float] = (0.0, 0.0)
+    """conv1's lowest and highest activation on this photo."""
     truth: str | None = None
     """The photo's true class, when the folder says (CLASS/… or labels.csv)."""
 
