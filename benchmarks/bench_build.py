@@ -85,11 +85,13 @@ def link_subset(paths: list[Path], folder: Path) -> Path:
     return folder
 
 
-def model_only(folder: Path, device_name: str, weights: str) -> float:
-    """Photos/s of decode + preprocess + forward, with the build's DataLoader settings."""
+def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool = False) -> float:
+    """Photos/s of decode + preprocess + forward, with the build's DataLoader settings
+    (``with_cam``: plus the Grad-CAM of each photo's top-5, as the build computes it)."""
     import torch
 
     from reportgen import infer
+    from reportgen.cam import CamRecorder
     from reportgen.compute import defaults
     from reportgen.config import load_config
     from reportgen.discover import discover
@@ -106,14 +108,17 @@ def model_only(folder: Path, device_name: str, weights: str) -> float:
     loader = infer.make_loader(
         dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
     )
-    with torch.inference_mode():
+    with torch.inference_mode(), CamRecorder(model) as cam:
         model(torch.zeros(1, 3, 224, 224, device=device))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for batch in loader:
             logits = model(infer.to_device(batch.x, device))
-            logits.softmax(dim=1).topk(5)[1].cpu()
+            top = logits.softmax(dim=1).topk(5)[1]
+            if with_cam:
+                cam.cams(top).cpu()
+            top.cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
     return len(sources) / (time.perf_counter() - start)
@@ -215,6 +220,11 @@ def main() -> None:
 
     bound = model_only(small, args.device, args.weights)
     print(f"(a) model-only bound (decode+preprocess+forward): {bound:8.1f} photos/s")
+    with_cam = model_only(small, args.device, args.weights, with_cam=True)
+    print(
+        f"    the same plus Grad-CAM of the top-5:        {with_cam:8.1f} photos/s"
+        f" (Grad-CAM costs {1000 / with_cam - 1000 / bound:.2f} ms per photo)"
+    )
 
     cold_n = build(small, work / "site-n", args)
     cold_4n = build(work / "photos-4n", work / "site-4n", args)
@@ -255,6 +265,13 @@ def main() -> None:
     per_photo = site_bytes(work / "site-4n") / (4 * n)
     print(f"    site size: {per_photo / 1024:.1f} KB per photo (target <= 120)")
 
+    deep = build(small, work / "site-n-layers", args, "--layers", "conv1,conv2,conv3,conv4,conv5")
+    print(
+        f"(e) cold build of N with --layers conv1..conv5: {deep['seconds']:7.2f} s"
+        f" (+{deep['seconds'] - t_n:.2f} s); site"
+        f" {site_bytes(work / 'site-n-layers') / n / 1024:.1f} KB per photo"
+    )
+    print(f"    summary page (statistics and charts) at 4N: {cold_4n['timings']['summary']:.2f} s")
     rate_naive = naive(all_photos[: args.naive], work / "naive", args.weights)
     overall = 4 * n / t_4n
     print(

@@ -43,8 +43,8 @@ class BuildResult:
     device: str | None
     """Where the model ran; None when it was not needed."""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Seconds spent in each stage: discover, import torch, load model, inference, pages,
-    commit (the middle three only when the model ran)."""
+    """Seconds spent in each stage: discover, import torch, load model, inference, summary,
+    pages, commit (import, load and inference only when the model ran)."""
 
 
 def build(config: Config, *, progress: bool = False) -> BuildResult:
@@ -99,6 +99,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         photos = [dataclasses.replace(p, truth=truth.get(p.source)) for p in photos]
     summary = summarize_folder(photos)
     charts = _charts(photos, summary, cache)
+    clock.lap("summary")
 
     # Then write every page, and swap the new site in.
     site = SiteContent(

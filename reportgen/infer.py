@@ -192,8 +192,8 @@ def run(
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     model = prepare(loaded.model, device)
 
-    def record(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return pictures.activation_levels(output, shared=shared), _range(output)
+    def record(output: torch.Tensor) -> pictures.Activations:
+        return pictures.activations(output, shared=shared)
 
     deeper = [name for name in layers if name != "conv1"]
     with contextlib.ExitStack() as stack:
@@ -210,40 +210,36 @@ def run(
             probs = torch.softmax(logits.float(), dim=1)
             top_probs, top_indices = probs.topk(TOPK, dim=1)
             assert recorder.output is not None  # set by the forward pass just above
-            levels, means, maxes, conv1_range = recorder.output
+            conv1, means = recorder.output
             yield BatchResult(
                 indices=batch.indices,
                 sizes=batch.sizes,
                 top_indices=top_indices.cpu().numpy(),
                 top_probs=top_probs.cpu().numpy(),
                 crops=batch.crops,
-                grids=pictures.grey_grids(levels),
+                grids=pictures.grey_grids(conv1.levels),
                 conv1_mean=means.cpu().numpy(),
-                conv1_max=maxes.cpu().numpy(),
+                conv1_max=conv1.high.cpu().numpy(),
                 cams=cam.cams(top_indices).cpu().numpy(),
                 errors=batch.errors,
                 layer_grids={
-                    n: pictures.grey_grids(r.output[0], columns_for(n)) for n, r in others.items()
+                    n: pictures.grey_grids(r.output.levels, columns_for(n))
+                    for n, r in others.items()
                 },
                 ranges={
-                    "conv1": conv1_range.cpu().numpy(),
-                    **{n: r.output[1].cpu().numpy() for n, r in others.items()},
+                    "conv1": conv1.layer_range.cpu().numpy(),
+                    **{n: r.output.layer_range.cpu().numpy() for n, r in others.items()},
                 },
             )
 
 
-def _range(output: torch.Tensor) -> torch.Tensor:
-    """(B, 2): each photo's lowest and highest activation in the layer."""
-    flat = output.flatten(1)
-    return torch.stack([flat.amin(dim=1), flat.amax(dim=1)], dim=1)
+def _conv1_record(
+    shared: bool,
+) -> Callable[[torch.Tensor], tuple[pictures.Activations, torch.Tensor]]:
+    """What the conv1 hook keeps: levels and extremes for the grid, and each map's mean."""
 
-
-def _conv1_record(shared: bool) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
-    """What the conv1 hook keeps: uint8 levels for the grid, each map's mean and max, the range."""
-
-    def record(output: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        levels = pictures.activation_levels(output, shared=shared)
-        return levels, output.mean(dim=(2, 3)), output.amax(dim=(2, 3)), _range(output)
+    def record(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
+        return pictures.activations(output, shared=shared), output.mean(dim=(2, 3))
 
     return record
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from . import __version__, layout, naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
@@ -98,7 +100,10 @@ class PageWriter:
         self.env = environment()
 
     def page(self, template: str, path: str, **context: Any) -> None:
-        html = self.env.get_template(template).render(
+        self.write(path, self.render(template, path, **context).encode("utf-8"))
+
+    def render(self, template: str, path: str, **context: Any) -> str:
+        return self.env.get_template(template).render(
             rel=lambda target: rel(target, path),
             site_title=self.site.title,
             version=__version__,
@@ -111,7 +116,6 @@ class PageWriter:
             normalize=self.site.normalize,
             **context,
         )
-        self.write(path, html.encode("utf-8"))
 
     def assets(self) -> None:
         folder = resources.files("reportgen.templates.static")
@@ -145,6 +149,13 @@ class PageWriter:
             near_miss_margin=NEAR_MISS_MARGIN,
         )
 
+    @functools.cached_property
+    def _conv1_map(self) -> markupsafe.Markup:
+        """The image map linking each conv1 map to its kernel: the same on every photo page (all
+        live in one folder), so rendered once."""
+        html = self.render("_partials/conv1_map.html", naming.photo_page("any"))
+        return markupsafe.Markup(html)
+
     def photo_page(self, position: int) -> None:
         photos = self.site.photos
         photo = photos[position]
@@ -155,6 +166,7 @@ class PageWriter:
             prev=photos[position - 1] if position > 0 else None,
             next=photos[position + 1] if position + 1 < len(photos) else None,
             index_url=naming.index_page(position // self.site.per_page + 1),
+            conv1_map=self._conv1_map,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,12 +34,49 @@ def normalize_each(maps: torch.Tensor) -> torch.Tensor:
 def _scaled_each(maps: torch.Tensor, top: float, *, shared: bool = False) -> torch.Tensor:
     """Each map min-max scaled to 0..``top`` (or, ``shared``, all maps of an item together), as a
     new float tensor of the same shape."""
-    dims = tuple(range(1 if shared else 2, maps.ndim))
-    maps = maps.float()
-    low = maps.amin(dim=dims, keepdim=True)
-    span = maps.amax(dim=dims, keepdim=True) - low
+    return _scaled(maps.float(), top, *_map_extremes(maps.float()), shared=shared)
+
+
+def _map_extremes(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each map's minimum and maximum, shaped to broadcast against ``maps`` (B, N, 1, …)."""
+    dims = tuple(range(2, maps.ndim))
+    return maps.amin(dim=dims, keepdim=True), maps.amax(dim=dims, keepdim=True)
+
+
+def _scaled(
+    maps: torch.Tensor, top: float, low: torch.Tensor, high: torch.Tensor, *, shared: bool
+) -> torch.Tensor:
+    if shared:  # one range per item: the extremes of its maps' extremes
+        dims = tuple(range(1, maps.ndim))
+        low, high = low.amin(dim=dims, keepdim=True), high.amax(dim=dims, keepdim=True)
+    span = high - low
     scale = torch.where(span > 0, top / span, torch.zeros_like(span))
     return (maps - low).mul_(scale)
+
+
+@dataclass
+class Activations:
+    """What the build keeps of a layer's output: grey levels and each map's extremes."""
+
+    levels: torch.Tensor
+    """(B, N, H, W) uint8."""
+    low: torch.Tensor
+    """(B, N) each map's minimum."""
+    high: torch.Tensor
+    """(B, N) each map's maximum."""
+
+    @property
+    def layer_range(self) -> torch.Tensor:
+        """(B, 2) each item's lowest and highest activation over the whole layer."""
+        return torch.stack([self.low.amin(dim=1), self.high.amax(dim=1)], dim=1)
+
+
+def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
+    """:func:`activation_levels` plus the extremes it found on the way (no extra pass)."""
+    maps = maps.float()
+    low, high = _map_extremes(maps)
+    levels = _scaled(maps, 255.0, low, high, shared=shared).round_().to(torch.uint8)
+    return Activations(levels, low.flatten(1), high.flatten(1))
 
 
 def activation_levels(maps: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
@@ -48,7 +86,7 @@ def activation_levels(maps: torch.Tensor, *, shared: bool = False) -> torch.Tens
     Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
     activations: no float copy of the batch is ever kept.
     """
-    return _scaled_each(maps, 255.0, shared=shared).round_().to(torch.uint8)
+    return activations(maps, shared=shared).levels
 
 
 def to_uint8(unit: torch.Tensor) -> torch.Tensor:
