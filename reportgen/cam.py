@@ -22,17 +22,17 @@ tenth of the forward pass. tests/test_cam.py checks it against an autograd Grad-
 
 from __future__ import annotations
 
-from types import TracebackType
-
 import torch
 from torch import nn
+
+from .model import Hook, HookOwner
 
 # Where Grad-CAM looks: the rectified output of AlexNet's last convolution.
 TARGET_LAYER = "features.11"
 _HIDDEN = ("classifier.2", "classifier.5")  # the two rectified hidden layers of the head
 
 
-class CamRecorder:
+class CamRecorder(HookOwner):
     """Keeps what Grad-CAM needs from a forward pass: ``A``, ``h1`` and ``h2``.
 
     A context manager like :class:`~reportgen.model.Conv1Recorder`; its hooks are removed on
@@ -41,9 +41,8 @@ class CamRecorder:
 
     def __init__(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
-        self.modules = [modules[TARGET_LAYER], *(modules[name] for name in _HIDDEN)]
+        super().__init__([modules[TARGET_LAYER], *(modules[name] for name in _HIDDEN)])
         self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         weights = model.classifier
         self.w3 = weights[6].weight.detach()
         self.w2 = weights[4].weight.detach()
@@ -51,25 +50,13 @@ class CamRecorder:
         # Summed over the 36 pooled positions of each of the 256 channels: (4096, 256).
         self.w1s = w1.view(w1.shape[0], -1, 36).sum(dim=2)
 
-    def _hook(self, slot: int):
+    def _hook(self, slot: int) -> Hook:
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             self.outputs[slot] = output.detach()
 
         return hook
 
-    def __enter__(self) -> CamRecorder:
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _forget(self) -> None:
         self.outputs = [None] * len(self.modules)
 
     def cams(self, classes: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,11 @@ loaded: a local file or a random model is assumed to share ImageNet-1k's classes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -110,7 +110,42 @@ def _copy(output: torch.Tensor) -> torch.Tensor:
     return output.clone()
 
 
-class LayerRecorder:
+H = TypeVar("H", bound="HookOwner")
+Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+class HookOwner:
+    """Owns forward hooks on some modules: registered on entering a ``with`` block, all removed
+    on leaving it, also when the body raises (as torch-cam's CAM extractors do)."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, slot: int) -> Hook:
+        """The hook for ``self.modules[slot]``."""
+        raise NotImplementedError
+
+    def _forget(self) -> None:
+        """Drop whatever the hooks recorded."""
+
+    def __enter__(self: H) -> H:
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._forget()
+
+
+class LayerRecorder(HookOwner):
     """Records the output of one of AlexNet's convolutions, before its ReLU.
 
     Use as a context manager; the forward hook is removed on exit, also when the body raises::
@@ -130,29 +165,17 @@ class LayerRecorder:
         layer: str = "conv1",
         transform: Callable[[torch.Tensor], Any] = _copy,
     ) -> None:
-        self.module: nn.Module = dict(model.named_modules())[CONV_LAYERS[layer]]
+        super().__init__([dict(model.named_modules())[CONV_LAYERS[layer]]])
         self.transform = transform
         self.output: Any = None
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def _hook(
-        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> None:
-        self.output = self.transform(output.detach())
+    def _hook(self, slot: int) -> Hook:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            self.output = self.transform(output.detach())
 
-    def __enter__(self) -> LayerRecorder:
-        self._handle = self.module.register_forward_hook(self._hook)
-        return self
+        return hook
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+    def _forget(self) -> None:
         self.output = None
 
 

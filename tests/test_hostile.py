@@ -84,6 +84,14 @@ def hostile(tmp_path: Path) -> Path:
     return src
 
 
+def one_photo_folder(tmp_path: Path) -> Path:
+    """An input folder holding a single small photo, a.png."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (30, 30)).save(src / "a.png")
+    return src
+
+
 def tree_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -214,9 +222,7 @@ def test_a_crashed_worker_fails_the_build_with_a_message(tmp_path, monkeypatch, 
 
 
 def test_output_inside_input_is_not_read_as_photos(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.new("RGB", (30, 30)).save(src / "a.png")
+    src = one_photo_folder(tmp_path)
     for _ in range(2):
         assert (
             run_cli(
@@ -236,9 +242,7 @@ def test_output_inside_input_is_not_read_as_photos(tmp_path):
 
 
 def test_output_equal_to_input_is_refused(tmp_path, capsys):
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.new("RGB", (30, 30)).save(src / "a.png")
+    src = one_photo_folder(tmp_path)
     assert run_cli("build", str(src), "--out", str(src), "--weights", "random") == 2
     assert capsys.readouterr().err == (
         "reportgen: error: the output folder cannot be the input folder; choose another --out\n"
@@ -246,9 +250,7 @@ def test_output_equal_to_input_is_refused(tmp_path, capsys):
 
 
 def test_never_writes_through_a_symlink_out_of_the_site(tmp_path, capsys):
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.new("RGB", (30, 30)).save(src / "a.png")
+    src = one_photo_folder(tmp_path)
     out = tmp_path / "site"
     args = ("build", str(src), "--out", str(out), "--weights", "random", "--workers", "0")
     assert run_cli(*args) == 0
