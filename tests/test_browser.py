@@ -121,12 +121,16 @@ class Visit:
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        self.page.on(
+            "requestfailed", lambda r: self.problems.append(f"failed: {r.url} ({r.failure})")
+        )
         self.page.on(
             "response",
             lambda r: r.status >= 400 and self.problems.append(f"{r.status}: {r.url}"),
         )
-        response = self.page.goto(url, wait_until="load")
+        # networkidle: nothing is still in flight (a favicon, a lazy image) when a test moves on,
+        # so a later navigation cannot abort it.
+        response = self.page.goto(url, wait_until="networkidle")
         assert response is not None and response.ok, url
         self.load_every_image()
 
@@ -228,6 +232,7 @@ def test_filter_finds_photos_on_every_index_page(browser, base_url, site):
         page = visit.page
         page.fill("#filter", label.upper())
         page.wait_for_selector("#filter-results li")
+        page.wait_for_load_state("networkidle")  # search-index.js and the result thumbnails
         assert page.is_hidden("#gallery")
         names = page.locator("#filter-results .name").all_inner_texts()
         assert last["source"] in names and len(names) == expected
