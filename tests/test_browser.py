@@ -236,10 +236,12 @@ def test_filter_finds_photos_on_every_index_page(browser, base_url, site):
         assert page.is_hidden("#gallery")
         names = page.locator("#filter-results .name").all_inner_texts()
         assert last["source"] in names and len(names) == expected
-        page.click(f"#filter-results a:has-text('{last['source']}')")
-        page.wait_for_load_state("load")
+        # The favicon is fetched after "load": leaving before the network is quiet aborts it.
+        with page.expect_navigation(wait_until="networkidle"):
+            page.click(f"#filter-results a:has-text('{last['source']}')")
         assert page.url == base_url + last["page"]
         page.go_back()
+        page.wait_for_load_state("networkidle")
         page.fill("#filter", "no label is called this")
         page.wait_for_function("() => document.querySelectorAll('#filter-results li').length == 0")
         assert "0 photos" in page.inner_text("#filter-status")

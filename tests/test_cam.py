@@ -94,3 +94,15 @@ def test_site_pages_show_each_top5_gradcam_of_a_direct_pass(built_site, model, p
         expected = autograd_gradcam(model, x, top["index"]).numpy()
         expected = expected / expected.max() * 255 if expected.max() > 0 else expected
         assert np.abs(levels - expected).max() <= 2
+
+
+def test_heat_palette_runs_from_black_to_white_with_distinct_steps():
+    import numpy as np
+
+    from reportgen.pictures import _heat_palette
+
+    palette = _heat_palette().astype(int)
+    assert palette.shape == (256, 3)
+    assert palette[0].tolist() == [0, 0, 0] and palette[-1].tolist() == [255, 255, 255]
+    assert len({tuple(c) for c in palette}) == 256
+    assert (np.diff(palette.sum(axis=1)) > 0).all()  # brighter with every step
