@@ -81,7 +81,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         from .compute import compute  # torch is imported here, and only here
 
         clock.lap("import torch")
-        computed = compute(weights, todo, keys, cache, config, progress=progress)
+        computed = compute(weights, todo, keys, cache, config, progress=progress, described=model)
         model, device = computed.model, computed.device
         clock["load model"] = computed.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
@@ -184,6 +184,7 @@ def _collect(
     """Every photo's record, in source order, and the files that could not be used."""
     photos: list[ImageRecord] = []
     skipped: list[Skipped] = []
+    layouts = _layer_layouts(model)
     for source in sources:
         result = stored.get(source.rel)
         if result is None:  # only if the cache folder was changed under us
@@ -191,26 +192,39 @@ def _collect(
         elif result.error is not None:
             skipped.append(Skipped(source.rel, result.error))
         else:
-            photos.append(_record(source, keys[source.rel], result, model))
+            photos.append(_record(source, keys[source.rel], result, model.categories, layouts))
     return photos, skipped
 
 
-def _record(source: Source, key: str, stored: StoredResult, model: ModelEntry) -> ImageRecord:
-    categories = model.categories
+def _layer_layouts(model: ModelEntry) -> dict[str, tuple[tuple[int, ...], tuple[int, int], int]]:
+    """Each conv layer's output shape, grid picture size and maps per row: the same for every
+    photo, so worked out once per build."""
     shapes = {layer.name: layer.output_shape for layer in model.summary.layers}
+    layouts = {}
+    for name, module in CONV_LAYERS.items():
+        shape, columns = shapes[module], columns_for(name)
+        layouts[name] = (shape, grid_size(shape[0], shape[1:], columns), columns)
+    return layouts
+
+
+def _record(
+    source: Source,
+    key: str,
+    stored: StoredResult,
+    categories: tuple[str, ...],
+    layouts: dict[str, tuple[tuple[int, ...], tuple[int, int], int]],
+) -> ImageRecord:
     layers = tuple(
         LayerPicture(
             name=name,
             url=naming.photo_picture(key, name),
-            shape=shapes[CONV_LAYERS[name]],
-            size=grid_size(
-                shapes[CONV_LAYERS[name]][0], shapes[CONV_LAYERS[name]][1:], columns_for(name)
-            ),
-            columns=columns_for(name),
-            low=stored.ranges[name][0],
-            high=stored.ranges[name][1],
+            shape=layouts[name][0],
+            size=layouts[name][1],
+            columns=layouts[name][2],
+            low=low,
+            high=high,
         )
-        for name in stored.ranges
+        for name, (low, high) in stored.ranges.items()
         if name != "conv1"
     )
     return ImageRecord(

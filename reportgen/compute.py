@@ -51,11 +51,13 @@ def compute(
     config: Config,
     *,
     progress: bool,
+    described: ModelEntry | None = None,
 ) -> Computed:
     """Load the model, describe it, and fill the cache for every photo in ``todo``.
 
     Args:
         keys: each photo's cache key, by its relative path.
+        described: the model's description from the cache, when it has one (not redrawn).
 
     Raises:
         ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
@@ -63,7 +65,7 @@ def compute(
     start = time.perf_counter()
     device = pick_device(config.device)
     loaded = load_model(weights)
-    entry = _describe(loaded, cache)
+    entry = described or _describe(loaded, cache)
     loaded_at = time.perf_counter()
     if todo:
         _infer(loaded, todo, keys, cache, config, device, progress)
