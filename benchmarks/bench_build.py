@@ -104,21 +104,20 @@ def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool =
     sources, _ = discover(folder)
     loaded = load_model(resolve_weights(weights))
     model = infer.prepare(loaded.model, device)
-    dataset = infer.PhotoDataset(sources, loaded.transforms, crops=False)
-    loader = infer.make_loader(
-        dataset, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
-    )
     with torch.inference_mode(), CamRecorder(model) as cam:
         model(torch.zeros(1, 3, 224, 224, device=device))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for batch in loader:
-            logits = model(infer.to_device(batch.x, device))
-            top = logits.softmax(dim=1).topk(5)[1]
-            if with_cam:
-                cam.cams(top).cpu()
-            top.cpu()
+        with infer.Decoding(
+            sources, batch_size=batch_size, workers=workers, pin=device.type == "cuda", crops=False
+        ) as decoding:
+            for batch in decoding:
+                logits = model(infer.model_inputs(batch.pixels, loaded.transforms, device))
+                top = logits.softmax(dim=1).topk(5)[1]
+                if with_cam:
+                    cam.cams(top).cpu()
+                top.cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
     return len(sources) / (time.perf_counter() - start)

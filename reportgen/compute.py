@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from . import infer, layout, pictures
+from . import infer, layout, pictures, preprocess
 from ._memory import RssCeiling
 from .cache import ModelEntry, ResultCache, StoredResult
 from .config import Config
@@ -64,11 +64,29 @@ def compute(
     """
     start = time.perf_counter()
     device = pick_device(config.device)
-    loaded = load_model(weights)
-    entry = described or _describe(loaded, cache)
-    loaded_at = time.perf_counter()
-    if todo:
-        _infer(loaded, todo, keys, cache, config, device, progress)
+    batch_size, workers = defaults(config, device)
+    decoding = infer.Decoding(
+        todo,
+        batch_size=batch_size,
+        workers=workers,
+        pin=device.type == "cuda",
+        max_pixels=config.max_pixels,
+        allow_truncated=config.allow_truncated,
+    )
+    try:
+        with decoding:
+            # The workers are decoding already, while torchvision is imported and the model loaded.
+            loaded = load_model(weights)
+            preprocess.check_matches(loaded.transforms)
+            entry = described or _describe(loaded, cache)
+            loaded_at = time.perf_counter()
+            if todo:
+                _infer(loaded, decoding, todo, keys, cache, config, device, progress)
+    except RuntimeError as exc:
+        # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
+        if "DataLoader worker" in str(exc):
+            raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
+        raise
     return Computed(entry, str(device), loaded_at - start)
 
 
@@ -101,6 +119,7 @@ def defaults(config: Config, device: torch.device) -> tuple[int, int]:
 
 def _infer(
     loaded: LoadedModel,
+    decoding: infer.Decoding,
     todo: Sequence[Source],
     keys: Mapping[str, str],
     cache: ResultCache,
@@ -109,20 +128,11 @@ def _infer(
     progress: bool,
 ) -> None:
     """Run the model over ``todo``; each batch's pictures are encoded while the next one runs."""
-    batch_size, workers = defaults(config, device)
     pending: deque[Future[None]] = deque()
     memory = RssCeiling()
     bar = tqdm(total=len(todo), desc="inference", unit="photo", disable=not progress)
     results = infer.run(
-        loaded,
-        todo,
-        device,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=config.max_pixels,
-        allow_truncated=config.allow_truncated,
-        layers=config.layers,
-        shared=config.normalize == "layer",
+        loaded, decoding, device, layers=config.layers, shared=config.normalize == "layer"
     )
     # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
@@ -138,10 +148,6 @@ def _infer(
                 memory.check()
             while pending:
                 pending.popleft().result()
-        except RuntimeError as exc:
-            if "DataLoader worker" in str(exc):
-                raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
-            raise
         finally:
             bar.close()
 

@@ -15,14 +15,11 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torchvision.models import AlexNet_Weights, alexnet
 
 from .errors import UsageError, WeightsError
 from .layout import CONV_LAYERS
 from .records import LayerInfo, ModelSummary
 from .weights import RANDOM_SEED, WeightsSpec
-
-WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
 
 
 @dataclass(frozen=True)
@@ -35,9 +32,27 @@ class LoadedModel:
     weights: WeightsSpec
 
 
-def preprocessing():
+def _weights_enum() -> Any:
+    """torchvision's ``AlexNet_Weights.IMAGENET1K_V1``.
+
+    torchvision is imported here, not at the top: importing it takes about a second, which the
+    decoding workers, started before the model is loaded, put to use (see :mod:`.preprocess`).
+    """
+    from torchvision.models import AlexNet_Weights
+
+    return AlexNet_Weights.IMAGENET1K_V1
+
+
+def preprocessing() -> Callable[..., torch.Tensor]:
     """The preprocessing every photo gets: resize 256, centre-crop 224, ImageNet normalisation."""
-    return WEIGHTS.transforms()
+    return _weights_enum().transforms()
+
+
+def _alexnet_builder() -> Callable[..., nn.Module]:
+    """torchvision's ``alexnet`` (imported outside any ``torch.device`` context)."""
+    from torchvision.models import alexnet
+
+    return alexnet
 
 
 def load_model(weights: WeightsSpec) -> LoadedModel:
@@ -47,6 +62,7 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
         WeightsError: the file is not a readable AlexNet ``state_dict``.
     """
     if weights.path is None:
+        alexnet = _alexnet_builder()
         torch.manual_seed(RANDOM_SEED)
         model = alexnet(weights=None)
     else:
@@ -55,7 +71,7 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
     return LoadedModel(
         model=model,
         transforms=preprocessing(),
-        categories=tuple(WEIGHTS.meta["categories"]),
+        categories=tuple(_weights_enum().meta["categories"]),
         weights=weights,
     )
 
@@ -72,6 +88,7 @@ def _load_state_dict_file(path: Path) -> nn.Module:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} does not hold a state_dict")
+    alexnet = _alexnet_builder()
     with torch.device("meta"):  # no random initialisation of 61M weights about to be replaced
         model = alexnet(weights=None)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,18 +132,6 @@ def kernel_grid(kernels: torch.Tensor, scale: int = KERNEL_SCALE) -> np.ndarray:
     big = unit.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     grid = tile(to_uint8(big).unsqueeze(0))[0]  # (3, Hg, Wg)
     return grid.permute(1, 2, 0).cpu().numpy()
-
-
-def model_inputs_to_uint8(
-    batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]
-) -> np.ndarray:
-    """Undo the normalisation of model inputs: (B, 3, H, W) floats to (B, H, W, 3) bytes.
-
-    This is exactly the crop the model saw, as a picture.
-    """
-    m = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    return to_uint8(batch * s + m).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def encode_jpeg(array: np.ndarray) -> bytes:
