@@ -140,7 +140,9 @@ class ResultCache:
 
     def store(self, key: str, result: StoredResult) -> None:
         """Record a result; call after its pictures are written."""
-        write_atomic(self._result_path(key), _dumps(dataclasses.asdict(result)))
+        # Its fields are plain values already: a shallow dict (asdict's deep copy took 0.5 ms).
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        write_atomic(self._result_path(key), _dumps(fields))
 
     # --- the model --------------------------------------------------------------------------
 
