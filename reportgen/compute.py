@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import infer, layout, pictures, preprocess
-from ._memory import RssCeiling
+from ._memory import WarmHeap
 from .cache import ModelEntry, ResultCache, StoredResult
 from .config import Config
 from .errors import BuildError
@@ -129,13 +129,13 @@ def _infer(
 ) -> None:
     """Run the model over ``todo``; each batch's pictures are encoded while the next one runs."""
     pending: deque[Future[None]] = deque()
-    memory = RssCeiling()
     bar = tqdm(total=len(todo), desc="inference", unit="photo", disable=not progress)
     results = infer.run(
         loaded, decoding, device, layers=config.layers, shared=config.normalize == "layer"
     )
     # JPEG encoding releases the GIL, so one thread overlaps it with the next forward pass.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures") as encoder:
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
+    with WarmHeap() as memory, encoder:
         try:
             for result in results:
                 for index, reason in result.errors:
