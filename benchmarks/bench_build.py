@@ -91,6 +91,7 @@ def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool =
     import torch
 
     from reportgen import infer
+    from reportgen._memory import WarmHeap
     from reportgen.cam import CamRecorder
     from reportgen.compute import defaults
     from reportgen.config import load_config
@@ -104,7 +105,8 @@ def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool =
     sources, _ = discover(folder)
     loaded = load_model(resolve_weights(weights))
     model = infer.prepare(loaded.model, device)
-    with torch.inference_mode(), CamRecorder(model) as cam:
+    # The same heap settings as the build's inference (see reportgen/_memory.py).
+    with torch.inference_mode(), CamRecorder(model) as cam, WarmHeap():
         model(torch.zeros(1, 3, 224, 224, device=device))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
