@@ -165,8 +165,8 @@ def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCa
             for i, p in zip(result.top_indices[row], result.top_probs[row], strict=True)
         )
         cams = tuple(
-            "data:image/png;base64," + base64.b64encode(pictures.heat_png(cam)).decode("ascii")
-            for cam in result.cams[row]
+            "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            for png in pictures.heat_pngs(result.cams[row])
         )
         stored = StoredResult(
             top5=top5,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,15 +154,40 @@ def _heat_palette() -> np.ndarray:
     return np.rint(np.clip(ramps, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def heat_png(cam: np.ndarray) -> bytes:
-    """A small Grad-CAM map as a coloured PNG, scaled by its own maximum (0 stays black).
+def heat_pngs(cams: np.ndarray) -> list[bytes]:
+    """Small Grad-CAM maps, (..., H, W), as coloured PNGs in row-major order, each scaled by its
+    own maximum (0 stays black).
 
-    It stays at its own resolution (13x13): the page stretches it over the crop and the browser's
-    smooth scaling does the upsampling, so each map costs a few hundred bytes.
+    They stay at their own resolution (13x13): the page stretches each over the crop and the
+    browser's smooth scaling does the upsampling, so a map costs a few hundred bytes.
     """
-    peak = float(cam.max())
-    levels = np.zeros(cam.shape, dtype=np.uint8) if peak <= 0 else np.rint(cam / peak * 255)
-    return encode_png(_heat_palette()[levels.astype(np.uint8)])
+    maps = cams.reshape(-1, *cams.shape[-2:]).astype(np.float64)
+    peaks = maps.max(axis=(1, 2), keepdims=True)
+    scale = np.divide(255.0, peaks, out=np.zeros_like(peaks), where=peaks > 0)
+    levels = np.rint(maps * scale).astype(np.uint8)
+    return [_small_png(rgb) for rgb in _heat_palette()[levels]]
+
+
+def _small_png(rgb: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 picture as a PNG, written directly: for pictures of a few hundred
+    pixels, Pillow's general encoder costs 75 us a picture, this 30 us."""
+    height, width, _ = rgb.shape
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0, pixels
+    rows[:, 1:] = rgb.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, not interlaced
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def encode_png(array: np.ndarray) -> bytes:

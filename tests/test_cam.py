@@ -106,3 +106,22 @@ def test_heat_palette_runs_from_black_to_white_with_distinct_steps():
     assert palette[0].tolist() == [0, 0, 0] and palette[-1].tolist() == [255, 255, 255]
     assert len({tuple(c) for c in palette}) == 256
     assert (np.diff(palette.sum(axis=1)) > 0).all()  # brighter with every step
+
+
+def test_heat_pngs_decode_to_each_maps_own_levels():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from reportgen.pictures import _heat_palette, heat_pngs
+
+    cams = np.array([[[0, 1, 2], [4, 4, 0]], [[0, 0, 0], [0, 0, 0]]], dtype=np.float32)
+    pngs = heat_pngs(cams[None])  # (1, 2, 2, 3): one photo, two maps
+    assert len(pngs) == 2
+    decoded = [Image.open(io.BytesIO(png)) for png in pngs]
+    assert all(img.format == "PNG" and img.mode == "RGB" and img.size == (3, 2) for img in decoded)
+    palette = _heat_palette()
+    # Scaled by the map's own maximum: 1/4 -> 63.75 -> 64, 2/4 -> 127.5 -> 128 (to even).
+    assert np.array_equal(np.asarray(decoded[0]), palette[[[0, 64, 128], [255, 255, 0]]])
+    assert np.array_equal(np.asarray(decoded[1]), palette[np.zeros((2, 3), dtype=int)])
