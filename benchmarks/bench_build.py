@@ -12,6 +12,9 @@ In one run, on the same distinct photos (random crops and resizes of inputs/, so
     matplotlib subplots for the 64 maps and a matplotlib bar chart for the top-5 (timed on a sample
     of --naive photos, since it runs at about a photo a second);
 (d) incremental rebuilds: unchanged, and with 10 photos added.
+
+(a) and (b) are run --repeat times (default 3), interleaved, and their medians reported with every
+run's figure beside them: on a shared 2-core machine one run can be 10% off the next.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,6 +183,15 @@ def build(folder: Path, out: Path, args: argparse.Namespace, *extra: str) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (its stage timings and memory come with it)."""
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return ", ".join(format(v, fmt) for v in values)
+
+
 def site_bytes(out: Path) -> int:
     return sum(
         p.stat().st_size
@@ -196,6 +209,9 @@ def main() -> None:
     parser.add_argument("--weights", default="random", help="as for reportgen build")
     parser.add_argument("--naive", type=int, default=20, help="photos for the naive reference")
     parser.add_argument("--workdir", type=Path, help="keep the photos and sites here")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of (a) and (b) whose median is reported"
+    )
     args = parser.parse_args()
 
     n = args.images
@@ -219,21 +235,36 @@ def main() -> None:
     small = link_subset(all_photos[:n], work / "photos-n")
     extra = make_photos(work / "extra", 10, seed=1)
 
-    bound = model_only(small, args.device, args.weights)
-    print(f"(a) model-only bound (decode+preprocess+forward): {bound:8.1f} photos/s")
-    with_cam = model_only(small, args.device, args.weights, with_cam=True)
+    # Each figure is the median of --repeat runs, interleaved so that a machine's drift spreads
+    # over all of them alike.
+    bounds, with_cams, runs_n, runs_4n = [], [], [], []
+    for i in range(args.repeat):
+        bounds.append(model_only(small, args.device, args.weights))
+        with_cams.append(model_only(small, args.device, args.weights, with_cam=True))
+        runs_n.append(build(small, work / f"site-n-{i}", args))
+        runs_4n.append(build(work / "photos-4n", work / f"site-4n-{i}", args))
+    bound, with_cam = statistics.median(bounds), statistics.median(with_cams)
+    print(
+        f"(a) model-only bound (decode+preprocess+forward): {bound:8.1f} photos/s"
+        f" (runs: {spread(bounds, '.1f')})"
+    )
     print(
         f"    the same plus Grad-CAM of the top-5:        {with_cam:8.1f} photos/s"
         f" (Grad-CAM costs {1000 / with_cam - 1000 / bound:.2f} ms per photo)"
     )
 
-    cold_n = build(small, work / "site-n", args)
-    cold_4n = build(work / "photos-4n", work / "site-4n", args)
+    cold_n, cold_4n = median_run(runs_n), median_run(runs_4n)
     t_n, t_4n = cold_n["seconds"], cold_4n["seconds"]
     steady = 3 * n / (t_4n - t_n)
     startup = t_n - n / steady
-    print(f"(b) cold build, N  = {n:5d}: {t_n:7.2f} s  ({n / t_n:6.1f} photos/s overall)")
-    print(f"    cold build, 4N = {4 * n:5d}: {t_4n:7.2f} s  ({4 * n / t_4n:6.1f} photos/s overall)")
+    print(
+        f"(b) cold build, N  = {n:5d}: {t_n:7.2f} s  ({n / t_n:6.1f} photos/s overall)"
+        f" (runs: {spread([r['seconds'] for r in runs_n], '.2f')} s)"
+    )
+    print(
+        f"    cold build, 4N = {4 * n:5d}: {t_4n:7.2f} s  ({4 * n / t_4n:6.1f} photos/s overall)"
+        f" (runs: {spread([r['seconds'] for r in runs_4n], '.2f')} s)"
+    )
     print(
         f"    steady rate 3N/(t(4N)-t(N)): {steady:8.1f} photos/s"
         f" = {steady / bound:.2f} x model-only bound (target >= 0.80)"
@@ -263,7 +294,7 @@ def main() -> None:
         f"    peak RSS (largest worker): N {cold_n['workers_maxrss_kb'] / 1024:.0f} MB,"
         f" 4N {cold_4n['workers_maxrss_kb'] / 1024:.0f} MB"
     )
-    per_photo = site_bytes(work / "site-4n") / (4 * n)
+    per_photo = site_bytes(work / "site-4n-0") / (4 * n)
     print(f"    site size: {per_photo / 1024:.1f} KB per photo (target <= 120)")
 
     deep = build(small, work / "site-n-layers", args, "--layers", "conv1,conv2,conv3,conv4,conv5")
@@ -280,14 +311,14 @@ def main() -> None:
         f" cold 4N build is {overall / rate_naive:.0f}x faster (target >= 50)"
     )
 
-    again = build(work / "photos-4n", work / "site-4n", args)
+    again = build(work / "photos-4n", work / "site-4n-0", args)
     print(
         f"(d) rebuild of 4N, nothing changed: {again['seconds']:7.2f} s"
         f" ({again['seconds'] / t_4n:.1%} of cold)"
     )
     for p in extra:
         shutil.copy(p, work / "photos-4n" / f"added-{p.name}")
-    added = build(work / "photos-4n", work / "site-4n", args)
+    added = build(work / "photos-4n", work / "site-4n-0", args)
     print(f"    rebuild of 4N + 10 new photos: {added['seconds']:7.2f} s")
     if not args.workdir:
         shutil.rmtree(work)
