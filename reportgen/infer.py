@@ -197,10 +197,11 @@ def model_inputs(pixels: torch.Tensor, transforms: Any, device: torch.device) ->
     channels-last, normalised with the weights' mean and std.
 
     The weights' transforms do ``convert_image_dtype`` (``/ 255``) then ``normalize``
-    (``- mean``, ``/ std``): the same float32 operations in the same order here, so the result is
-    bitwise the same. They run on (B, H, W, 3) memory with mean and std laid out along whole rows
-    (W x 3), which is twice as fast as broadcasting a 3-long channel axis; the channels-last view
-    at the end costs nothing. Only the uint8 crops travel to the device.
+    (``- mean``, ``/ std``): the same float32 operations in the same order here, so on the CPU the
+    result is bitwise the same (a GPU may round a division differently in the last bit). They run
+    on (B, H, W, 3) memory with mean and std laid out along whole rows (W x 3), twice as fast as
+    broadcasting a 3-long channel axis; the channels-last view at the end costs nothing. Only the
+    uint8 crops travel to the device.
     """
     x = pixels.to(device, non_blocking=True).to(torch.float32).div_(255.0)
     width = x.shape[2]
