@@ -170,3 +170,11 @@ def test_console_script_builds_a_site(tmp_path, photos_dir, weights_file):
         f"to {out / 'index.html'}"
     ]
     assert (out / "index.html").is_file()
+
+
+def test_python_dash_m_is_the_same_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "reportgen", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("reportgen ")
