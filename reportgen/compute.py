@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -154,31 +155,34 @@ def _infer(
 
 def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCache) -> None:
     """Encode one batch's pictures into the cache, then record each photo's result."""
+    heat = iter(pictures.heat_pngs(result.cams))  # (B, 5) maps, row by row
+    # Rounded for the whole batch at once; float64 first, so 0.1234 is stored as 0.1234.
+    conv1_mean = _rounded(result.conv1_mean, STAT_DIGITS)
+    conv1_max = _rounded(result.conv1_max, STAT_DIGITS)
+    ranges = {layer: _rounded(r, STAT_DIGITS) for layer, r in result.ranges.items()}
+    top_probs = _rounded(result.top_probs, PROBABILITY_DIGITS)
     for row, key in enumerate(keys):
         write_atomic(cache.picture(key, "input"), result.crops[row])
         write_atomic(cache.picture(key, "conv1"), pictures.encode_jpeg(result.grids[row]))
         for layer, grids in result.layer_grids.items():
             write_atomic(cache.picture(key, layer), pictures.encode_jpeg(grids[row]))
         width, height, frames = result.sizes[row]
-        top5 = tuple(
-            (int(i), round(float(p), PROBABILITY_DIGITS))
-            for i, p in zip(result.top_indices[row], result.top_probs[row], strict=True)
-        )
         cams = tuple(
-            "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            for png in pictures.heat_pngs(result.cams[row])
+            "data:image/png;base64," + base64.b64encode(next(heat)).decode("ascii")
+            for _ in range(result.cams.shape[1])
         )
         stored = StoredResult(
-            top5=top5,
+            top5=tuple(zip(result.top_indices[row].tolist(), top_probs[row], strict=True)),
             width=width,
             height=height,
             frames=frames,
             cams=cams,
-            conv1_mean=tuple(round(float(v), STAT_DIGITS) for v in result.conv1_mean[row]),
-            conv1_max=tuple(round(float(v), STAT_DIGITS) for v in result.conv1_max[row]),
-            ranges={
-                layer: (round(float(r[row, 0]), STAT_DIGITS), round(float(r[row, 1]), STAT_DIGITS))
-                for layer, r in result.ranges.items()
-            },
+            conv1_mean=tuple(conv1_mean[row]),
+            conv1_max=tuple(conv1_max[row]),
+            ranges={layer: (r[row][0], r[row][1]) for layer, r in ranges.items()},
         )
         cache.store(key, stored)
+
+
+def _rounded(values: np.ndarray, digits: int) -> list[list[float]]:
+    return np.round(values.astype(np.float64), digits).tolist()
