@@ -6,7 +6,6 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from types import TracebackType
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # mallopt() parameters, from glibc's malloc.h.
@@ -75,12 +74,7 @@ class WarmHeap:
             self._libc.malloc_trim(0)
             self.trims += 1
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._libc is not None:
             # glibc's dynamic thresholds cannot be switched back on: these are where they end up.
             self._libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
