@@ -27,7 +27,7 @@ from .weights import WeightsSpec
 log = logging.getLogger("reportgen")
 
 # Bump whenever what is stored, or how pictures are drawn, changes.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: levels by one multiply-add, heat maps scaled in float64
 
 
 def fingerprint(
