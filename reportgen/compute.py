@@ -155,7 +155,7 @@ def _infer(
 
 def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCache) -> None:
     """Encode one batch's pictures into the cache, then record each photo's result."""
-    heat = iter(pictures.heat_pngs(result.cams))  # (B, 5) maps, row by row
+    heat, per_photo = pictures.heat_pngs(result.cams), result.cams.shape[1]
     # Rounded for the whole batch at once; float64 first, so 0.1234 is stored as 0.1234.
     conv1_mean = _rounded(result.conv1_mean, STAT_DIGITS)
     conv1_max = _rounded(result.conv1_max, STAT_DIGITS)
@@ -168,8 +168,8 @@ def _store_batch(keys: Sequence[str], result: infer.BatchResult, cache: ResultCa
             write_atomic(cache.picture(key, layer), pictures.encode_jpeg(grids[row]))
         width, height, frames = result.sizes[row]
         cams = tuple(
-            "data:image/png;base64," + base64.b64encode(next(heat)).decode("ascii")
-            for _ in range(result.cams.shape[1])
+            "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            for png in heat[row * per_photo : (row + 1) * per_photo]
         )
         stored = StoredResult(
             top5=tuple(zip(result.top_indices[row].tolist(), top_probs[row], strict=True)),

@@ -48,12 +48,20 @@ def _map_extremes(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _scaled(
     maps: torch.Tensor, top: float, low: torch.Tensor, high: torch.Tensor, *, shared: bool
 ) -> torch.Tensor:
-    if shared:  # one range per item: the extremes of its maps' extremes
-        dims = tuple(range(1, maps.ndim))
+    low, scale = _onto(top, low, high, shared=shared)
+    return (maps - low).mul_(scale)
+
+
+def _onto(
+    top: float, low: torch.Tensor, high: torch.Tensor, *, shared: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start and the factor that take each map's [low, high] onto [0, top] (``shared``: each
+    item's, from the lowest of its maps to the highest); a constant map gets factor 0."""
+    if shared:
+        dims = tuple(range(1, low.ndim))
         low, high = low.amin(dim=dims, keepdim=True), high.amax(dim=dims, keepdim=True)
     span = high - low
-    scale = torch.where(span > 0, top / span, torch.zeros_like(span))
-    return (maps - low).mul_(scale)
+    return low, torch.where(span > 0, top / span, torch.zeros_like(span))
 
 
 @dataclass
@@ -83,13 +91,9 @@ def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
     """
     maps = maps.float()
     low, high = _map_extremes(maps)
-    lo, hi = low, high
-    if shared:  # one range per item: the extremes of its maps' extremes
-        lo, hi = low.amin(dim=1, keepdim=True), high.amax(dim=1, keepdim=True)
-    span = hi - lo
-    scale = torch.where(span > 0, 255.0 / span, torch.zeros_like(span))
+    start, scale = _onto(255.0, low, high, shared=shared)
     # In [0, 255.5] up to float rounding, so the cast needs no clamp.
-    levels = torch.addcmul(0.5 - lo * scale, maps, scale).to(torch.uint8)
+    levels = torch.addcmul(0.5 - start * scale, maps, scale).to(torch.uint8)
     return Activations(levels, low.flatten(1), high.flatten(1))
 
 
