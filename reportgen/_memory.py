@@ -57,6 +57,7 @@ class WarmHeap:
 
     def __enter__(self) -> WarmHeap:
         if self._libc is not None:
+            # A glibc that refuses a value (mallopt returns 0) keeps its own: only slower.
             self._libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
             self._libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
         return self
