@@ -39,11 +39,11 @@ SAMPLES = sorted((REPO / "inputs").glob("*.jpg"))
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-import reportgen.build
+import reportgen.api
 from reportgen.cli import main
 results = []
-library_build = reportgen.build.build
-reportgen.build.build = lambda *a, **k: results.append(library_build(*a, **k)) or results[-1]
+library_build = reportgen.api.build
+reportgen.api.build = lambda *a, **k: results.append(library_build(*a, **k)) or results[-1]
 code = main(sys.argv[1:])
 elapsed = time.perf_counter() - t0
 print(json.dumps({
@@ -92,31 +92,42 @@ def link_subset(paths: list[Path], folder: Path) -> Path:
 def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool = False) -> float:
     """Photos/s of decode + preprocess + forward, with the build's DataLoader settings
     (``with_cam``: plus the Grad-CAM of each photo's top-5, as the build computes it)."""
+    import numpy as np
     import torch
 
-    from reportgen import infer
-    from reportgen._memory import WarmHeap
-    from reportgen.cam import CamRecorder
-    from reportgen.compute import defaults
     from reportgen.config import load_config
+    from reportgen.decoding import preprocess
     from reportgen.discover import discover
-    from reportgen.model import load_model, pick_device
+    from reportgen.inference import pipeline as infer
+    from reportgen.inference.cam import CamRecorder
+    from reportgen.inference.memory import WarmHeap
+    from reportgen.inference.model import load_model, pick_device
+    from reportgen.inference.stage import defaults
     from reportgen.weights import resolve_weights
 
-    config = load_config({"input_dir": str(folder), "device": device_name}, read_default=False)
+    class CropsOnly(infer.PhotoDataset):
+        """The build's decoding without the crop's JPEG, which only the pages need."""
+
+        def __getitem__(self, index: int) -> infer.DecodedPhoto:
+            decoded = infer.open_rgb(self.paths[index])
+            pixels = np.asarray(preprocess.crop_for_model(decoded.image))
+            return infer.DecodedPhoto(index, pixels, b"", decoded.width, decoded.height)
+
+    config = load_config({"input_dir": str(folder), "device": device_name})
     device = pick_device(config.device)
     batch_size, workers = defaults(config, device)
     sources, _ = discover(folder)
     loaded = load_model(resolve_weights(weights))
     model = infer.prepare(loaded.model, device)
-    # The same heap settings as the build's inference (see reportgen/_memory.py).
+    # The same heap settings as the build's inference (see reportgen/inference/memory.py).
     with torch.inference_mode(), CamRecorder(model) as cam, WarmHeap():
         model(torch.zeros(1, 3, 224, 224, device=device))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
+        photos = CropsOnly(sources, max_pixels=None, allow_truncated=False)
         with infer.Decoding(
-            sources, batch_size=batch_size, workers=workers, pin=device.type == "cuda", crops=False
+            photos, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
         ) as decoding:
             for batch in decoding:
                 logits = model(infer.model_inputs(batch.pixels, loaded.transforms, device))
@@ -138,7 +149,7 @@ def naive(paths: list[Path], out: Path, weights: str) -> float:
     import torch
     from PIL import Image
 
-    from reportgen.model import load_model
+    from reportgen.inference.model import load_model
     from reportgen.weights import resolve_weights
 
     loaded = load_model(resolve_weights(weights))

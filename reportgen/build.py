@@ -1,7 +1,10 @@
-"""The build: discover → infer → render pictures → write pages.
+"""The build, in three stages: gather → analyse → write.
 
-Inference and picture rendering live in :mod:`reportgen.compute`, imported only when some photo
-is missing from the cache: a rebuild with nothing new never imports torch.
+- **gather**: find the photos, take each one's record from the cache, and run the model over the
+  ones it lacks (:mod:`reportgen.inference`, imported only then: a rebuild with nothing new never
+  imports torch);
+- **analyse**: what the folder says as a whole: true classes, summary statistics, charts;
+- **write**: render every page into a staging folder and swap it in (:mod:`reportgen.site`).
 """
 
 from __future__ import annotations
@@ -12,19 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from . import naming
-from .cache import ModelEntry, ResultCache, StoredResult, fingerprint
-from .charts import CHART_NAMES, chart_key, draw
+from .cache import ResultCache, Unusable, fingerprint
 from .config import Config
 from .discover import discover
 from .errors import InputError, UsageError
-from .folder import FolderSummary, ground_truth, kernel_views, summarize_folder
-from .layout import CONV_LAYERS, columns_for, grid_size
-from .output import OutputFolder, Staging, write_atomic
-from .pages import PageWriter, SiteContent, predictions_csv, predictions_json, search_index
-from .records import ImageRecord, LayerPicture, ModelSummary, Prediction, Skipped, Source
+from .files import write_atomic
+from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
+from .site import charts as site_charts
+from .site import naming
+from .site.folder import FolderSummary, ground_truth, kernel_views, summarize_folder
+from .site.output import OutputFolder, Staging
+from .site.pages import SiteContent, write_site
 from .weights import WeightsSpec, resolve_weights
 
 log = logging.getLogger("reportgen")
@@ -35,7 +36,7 @@ class BuildResult:
     """What a build produced."""
 
     out_dir: Path
-    photos: tuple[ImageRecord, ...]
+    photos: tuple[PhotoRecord, ...]
     skipped: tuple[Skipped, ...]
     computed: int
     """Photos run through the model by this build (the rest came from the cache)."""
@@ -45,6 +46,34 @@ class BuildResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds spent in each stage: discover, import torch, load model, inference, summary,
     pages, commit (import, load and inference only when the model ran)."""
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """Every photo's record, and what it took to get them."""
+
+    photos: list[PhotoRecord]
+    skipped: list[Skipped]
+    model: ModelEntry
+    weights: WeightsSpec
+    cache: ResultCache
+    keys: frozenset[str]
+    """The cache key of every photo found, usable or not."""
+    found: int
+    """Photos found (usable or not), the files that could not even be read aside."""
+    computed: int
+    """Photos the model ran over in this build."""
+    device: str | None
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """The photos with their true classes, and what the folder says as a whole."""
+
+    photos: list[PhotoRecord]
+    summary: FolderSummary
+    charts: dict[str, Path]
+    """Each summary chart's PNG in the cache, by name."""
 
 
 def build(config: Config, *, progress: bool = False) -> BuildResult:
@@ -61,8 +90,27 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     out = OutputFolder(config.out_dir)
     out.check(input_dir=input_dir, force=config.force)
     clock = _Stopwatch()
+    gathered = gather(config, input_dir, clock, progress=progress)
+    analysed = analyse(gathered, input_dir)
+    clock.lap("summary")
+    write(config, out, gathered, analysed, clock, progress=progress)
+    return BuildResult(
+        out_dir=config.out_dir,
+        photos=tuple(analysed.photos),
+        skipped=tuple(gathered.skipped),
+        computed=gathered.computed,
+        reused=gathered.found - gathered.computed,
+        device=gathered.device,
+        timings=clock.laps,
+    )
 
-    # First gather everything about every photo: from the cache, or from the model.
+
+def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool) -> Gathered:
+    """Every photo's record: from the cache, or from the model for those it lacks.
+
+    Raises:
+        InputError: the folder holds no photo, or none that could be read.
+    """
     sources, unreadable = discover(input_dir, exclude=config.out_dir)
     if not sources and not unreadable:
         raise InputError(f"no images found in {str(input_dir)!r}")
@@ -70,7 +118,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     for warning in weights.warnings:
         log.warning("%s", warning)
     kinds = ("input", *config.layers)
-    cache = ResultCache(config.cache or out.state / "cache", _fingerprint(weights, config), kinds)
+    cache = ResultCache(config.cache or out_cache(config), fingerprint(weights, config), kinds)
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
@@ -78,61 +126,151 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     device = None
     clock.lap("discover")
     if todo or model is None:
-        from .compute import compute  # torch is imported here, and only here
+        from .inference.stage import run_model  # torch is imported here, and only here
 
         clock.lap("import torch")
-        computed = compute(weights, todo, keys, cache, config, progress=progress, described=model)
-        model, device = computed.model, computed.device
-        clock["load model"] = computed.load_seconds
+        run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
+        model, device = run.model, run.device
+        clock["load model"] = run.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
-    photos, skipped = _collect(sources, keys, stored, model)
+    photos, skipped = _placed(sources, keys, stored)
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
         log.warning("skipped %s: %s", item.source, item.reason)
     if not photos:
         raise InputError(f"none of the image files in {str(input_dir)!r} could be read")
-    truth, problems = ground_truth(input_dir, [p.source for p in photos], model.categories)
+    return Gathered(
+        photos=photos,
+        skipped=skipped,
+        model=model,
+        weights=weights,
+        cache=cache,
+        keys=frozenset(keys.values()),
+        found=len(sources),
+        computed=len(todo),
+        device=device,
+    )
+
+
+def out_cache(config: Config) -> Path:
+    """The cache's folder when ``--cache`` is not given: inside the output folder's state."""
+    return OutputFolder(config.out_dir).state / "cache"
+
+
+def _placed(
+    sources: list[Source],
+    keys: dict[str, str],
+    stored: dict[str, PhotoRecord | Unusable | None],
+) -> tuple[list[PhotoRecord], list[Skipped]]:
+    """Every usable photo's record, placed in the folder, in source order; and the rest."""
+    photos: list[PhotoRecord] = []
+    skipped: list[Skipped] = []
+    for source in sources:
+        entry = stored.get(source.rel)
+        if entry is None:  # only if the cache folder was changed under us
+            skipped.append(Skipped(source.rel, "its result went missing from the cache"))
+        elif isinstance(entry, Unusable):
+            skipped.append(Skipped(source.rel, entry.reason))
+        else:
+            photos.append(entry.placed(source, keys[source.rel]))
+    return photos, skipped
+
+
+def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
+    """True classes from the folder, the summary's statistics, and its charts."""
+    photos = gathered.photos
+    truth, problems = ground_truth(input_dir, [p.source for p in photos], gathered.model.categories)
     for problem in problems:
         log.warning("%s", problem)
     if truth:
         photos = [dataclasses.replace(p, truth=truth.get(p.source)) for p in photos]
     summary = summarize_folder(photos)
-    charts = _charts(photos, summary, cache)
-    clock.lap("summary")
+    return Analysed(photos, summary, _charts(photos, summary, gathered.cache))
 
-    # Then write every page, and swap the new site in.
+
+def _charts(
+    photos: list[PhotoRecord], summary: FolderSummary, cache: ResultCache
+) -> dict[str, Path]:
+    """The summary charts in the cache, drawn only when what they show has changed."""
+    key = site_charts.chart_key(photos, summary)
+    paths = {name: cache.chart(key, name) for name in site_charts.CHART_NAMES}
+    if not all(path.is_file() for path in paths.values()):
+        for name, png in site_charts.draw(photos, summary).items():
+            write_atomic(paths[name], png)
+    return paths
+
+
+def write(
+    config: Config,
+    out: OutputFolder,
+    gathered: Gathered,
+    analysed: Analysed,
+    clock: _Stopwatch,
+    *,
+    progress: bool,
+) -> None:
+    """Write the site aside, swap it in, and drop from the build's own cache what it no longer
+    uses."""
     site = SiteContent(
-        photos=photos,
-        skipped=skipped,
-        model=_describe_weights(model, weights),
-        kernels_size=model.kernels_size,
-        grid_size=model.grid_size,
-        kernel_scale=model.kernel_scale,
+        photos=analysed.photos,
+        skipped=gathered.skipped,
+        model=_describe_weights(gathered.model.summary, gathered.weights),
         per_page=config.per_page,
-        kernels=kernel_views(photos),
+        kernels=kernel_views(analysed.photos, gathered.model.summary.kernel_shape[0]),
+        layers=config.layers,
         normalize=config.normalize,
-        summary=summary,
-        charts={name: f"{naming.PICTURES_DIR}/summary-{name}.png" for name in charts},
-        chart_sizes={name: _png_size(path) for name, path in charts.items()},
+        summary=analysed.summary,
+        charts={name: naming.summary_chart(name) for name in analysed.charts},
+        chart_sizes={name: _png_size(path) for name, path in analysed.charts.items()},
     )
     staging = out.begin()
-    _stage_pictures(photos, keys, cache, charts, staging)
-    _write_pages(site, staging, progress)
+    _stage_pictures(analysed, gathered.cache, staging)
+    write_site(site, staging.write, progress=progress)
     clock.lap("pages")
     staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
     if config.cache is None:
-        cache.prune(set(keys.values()), charts=set(charts.values()))
+        gathered.cache.prune(set(gathered.keys), charts=set(analysed.charts.values()))
     clock.lap("commit")
-    return BuildResult(
-        out_dir=config.out_dir,
-        photos=tuple(photos),
-        skipped=tuple(skipped),
-        computed=len(todo),
-        reused=len(sources) - len(todo),
-        device=device,
-        timings=clock.laps,
+
+
+def _check_input(input_dir: Path | None) -> Path:
+    """The input folder, which must exist."""
+    if input_dir is None:
+        raise UsageError("no input folder given (reportgen build INPUT_DIR)")
+    if not input_dir.exists():
+        raise UsageError(f"input folder {str(input_dir)!r} does not exist")
+    if not input_dir.is_dir():
+        raise UsageError(f"input {str(input_dir)!r} is not a folder")
+    return input_dir
+
+
+def _describe_weights(summary: ModelSummary, weights: WeightsSpec) -> ModelSummary:
+    """The model summary, naming the weights as this build was asked for them."""
+    return dataclasses.replace(
+        summary,
+        weights=weights.label,
+        sha256=weights.sha256,
+        untrained=weights.untrained,
+        warnings=weights.warnings,
     )
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (no image library needed)."""
+    with open(path, "rb") as fh:
+        header = fh.read(24)
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def _stage_pictures(analysed: Analysed, cache: ResultCache, staging: Staging) -> None:
+    """Link each picture from the cache into the new site (copies where links cannot be made)."""
+    staging.link(naming.KERNELS_PICTURE, cache.kernels_picture)
+    for name, path in analysed.charts.items():
+        staging.link(naming.summary_chart(name), path)
+    for photo in analysed.photos:
+        for kind in cache.kinds:
+            staging.link(photo.picture(kind), cache.picture(photo.key, kind))
 
 
 class _Stopwatch:
@@ -152,161 +290,3 @@ class _Stopwatch:
     def __setitem__(self, name: str, seconds: float) -> None:
         self.laps[name] = seconds
         self._manual += seconds
-
-
-def _check_input(input_dir: Path | None) -> Path:
-    """The input folder, which must exist."""
-    if input_dir is None:
-        raise UsageError("no input folder given (reportgen build INPUT_DIR)")
-    if not input_dir.exists():
-        raise UsageError(f"input folder {str(input_dir)!r} does not exist")
-    if not input_dir.is_dir():
-        raise UsageError(f"input {str(input_dir)!r} is not a folder")
-    return input_dir
-
-
-def _fingerprint(weights: WeightsSpec, config: Config) -> str:
-    return fingerprint(
-        weights,
-        max_pixels=config.max_pixels,
-        allow_truncated=config.allow_truncated,
-        layers=config.layers,
-        normalize=config.normalize,
-    )
-
-
-def _collect(
-    sources: list[Source],
-    keys: dict[str, str],
-    stored: dict[str, StoredResult | None],
-    model: ModelEntry,
-) -> tuple[list[ImageRecord], list[Skipped]]:
-    """Every photo's record, in source order, and the files that could not be used."""
-    photos: list[ImageRecord] = []
-    skipped: list[Skipped] = []
-    layouts = _layer_layouts(model)
-    for source in sources:
-        result = stored.get(source.rel)
-        if result is None:  # only if the cache folder was changed under us
-            skipped.append(Skipped(source.rel, "its result went missing from the cache"))
-        elif result.error is not None:
-            skipped.append(Skipped(source.rel, result.error))
-        else:
-            photos.append(_record(source, keys[source.rel], result, model.categories, layouts))
-    return photos, skipped
-
-
-def _layer_layouts(model: ModelEntry) -> dict[str, tuple[tuple[int, ...], tuple[int, int], int]]:
-    """Each conv layer's output shape, grid picture size and maps per row: the same for every
-    photo, so worked out once per build."""
-    shapes = {layer.name: layer.output_shape for layer in model.summary.layers}
-    layouts = {}
-    for name, module in CONV_LAYERS.items():
-        shape, columns = shapes[module], columns_for(name)
-        layouts[name] = (shape, grid_size(shape[0], shape[1:], columns), columns)
-    return layouts
-
-
-def _record(
-    source: Source,
-    key: str,
-    stored: StoredResult,
-    categories: tuple[str, ...],
-    layouts: dict[str, tuple[tuple[int, ...], tuple[int, int], int]],
-) -> ImageRecord:
-    layers = tuple(
-        LayerPicture(
-            name=name,
-            url=naming.photo_picture(key, name),
-            shape=layouts[name][0],
-            size=layouts[name][1],
-            columns=layouts[name][2],
-            low=low,
-            high=high,
-        )
-        for name, (low, high) in stored.ranges.items()
-        if name != "conv1"
-    )
-    return ImageRecord(
-        source=source.rel,
-        file_size=source.size,
-        width=stored.width,
-        height=stored.height,
-        frames=stored.frames,
-        top5=tuple(Prediction(i, categories[i], p) for i, p in stored.top5),
-        page=naming.photo_page(source.rel),
-        crop=naming.photo_picture(key, "input"),
-        conv1=naming.photo_picture(key, "conv1"),
-        layers=layers,
-        conv1_range=stored.ranges.get("conv1", (0.0, 0.0)),
-        cams=stored.cams,
-        conv1_mean=stored.conv1_mean,
-        conv1_max=stored.conv1_max,
-    )
-
-
-def _describe_weights(model: ModelEntry, weights: WeightsSpec) -> ModelSummary:
-    """The model summary, naming the weights as this build was asked for them."""
-    return dataclasses.replace(
-        model.summary,
-        weights=weights.label,
-        sha256=weights.sha256,
-        untrained=weights.untrained,
-        warnings=weights.warnings,
-    )
-
-
-def _charts(
-    photos: list[ImageRecord], summary: FolderSummary, cache: ResultCache
-) -> dict[str, Path]:
-    """The summary charts in the cache, drawn only when what they show has changed."""
-    key = chart_key(photos, summary)
-    paths = {name: cache.chart(key, name) for name in CHART_NAMES}
-    if not all(path.is_file() for path in paths.values()):
-        for name, png in draw(photos, summary).items():
-            write_atomic(paths[name], png)
-    return paths
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    """Width and height from a PNG's header (no image library needed)."""
-    with open(path, "rb") as fh:
-        header = fh.read(24)
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-
-
-def _stage_pictures(
-    photos: list[ImageRecord],
-    keys: dict[str, str],
-    cache: ResultCache,
-    charts: dict[str, Path],
-    staging: Staging,
-) -> None:
-    """Link each picture from the cache into the new site (copies where links cannot be made)."""
-    staging.link(naming.KERNELS_PICTURE, cache.kernels_picture)
-    for name, path in charts.items():
-        staging.link(f"{naming.PICTURES_DIR}/summary-{name}.png", path)
-    for photo in photos:
-        key = keys[photo.source]
-        staging.link(photo.crop, cache.picture(key, "input"))
-        staging.link(photo.conv1, cache.picture(key, "conv1"))
-        for layer in photo.layers:
-            staging.link(layer.url, cache.picture(key, layer.name))
-
-
-def _write_pages(site: SiteContent, staging: Staging, progress: bool) -> None:
-    """Every HTML page, the assets and predictions.json."""
-    writer = PageWriter(site, staging.write)
-    writer.assets()
-    writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
-    total_params = sum(layer.parameters for layer in site.model.layers)
-    writer.page("model.html", "model.html", total_parameters=total_params)
-    writer.summary_page()
-    for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
-        writer.photo_page(position)
-    writer.index_pages()
-    staging.write("predictions.json", predictions_json(site))
-    staging.write("predictions.csv", predictions_csv(site))
-    staging.write("search-index.js", search_index(site))
-    # For publishing from a branch: no Jekyll processing, so every file is served as written.
-    staging.write(".nojekyll", b"")

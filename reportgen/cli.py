@@ -9,20 +9,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from . import __version__
-from .config import DEFAULT_CONFIG_FILE, Config, load_config
+from .api import build_site
+from .build import BuildResult
+from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
 from .errors import ReportgenError
-
-if TYPE_CHECKING:
-    from .build import BuildResult
 
 PROG = "reportgen"
 
@@ -74,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_text(f: dataclasses.Field) -> str:
+    if f.metadata["default_text"] is not None:
+        return f.metadata["default_text"]
     if f.default is None:
         return "auto"
     if isinstance(f.default, tuple):
@@ -90,22 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     cli_values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    config_file = args.config or default_config_file()
     try:
-        config = load_config(cli_values, args.config)
+        # Read here for --quiet and --strict; build_site reads the same values again.
+        config = load_config(cli_values, config_file)
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code
 
     _setup_logging()
     progress = not config.quiet and sys.stderr.isatty()
-    # Idle OpenMP threads spin by default, taking the cores that decode photos and encode
-    # pictures: passive waiting made builds 7% faster on 2 cores. It must be set before torch is
-    # first imported (by the build, only if the model is needed); a user's setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .build import build
-
+    options = {k: v for k, v in cli_values.items() if v is not None}
     try:
-        result = build(config, progress=progress)
+        result = build_site(config_file=config_file, progress=progress, **options)
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code

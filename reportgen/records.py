@@ -1,9 +1,21 @@
-"""Small frozen records the build stages hand to one another (no tensors, no HTML)."""
+"""The small frozen records the build's stages hand to one another (no tensors, no HTML).
+
+:class:`PhotoRecord` is *the* per-photo record: the inference stage fills its stored fields, the
+cache keeps them (see :mod:`reportgen.serial`), and pages, summaries and exports read them. Adding a
+per-photo fact is one field here, the code that computes it, and the template that shows it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .site import naming
+
+# Marks a PhotoRecord field that describes the photo's place in one folder, not what the model
+# made of its bytes: filled in by each build, never stored in the cache.
+_LOCAL = {"stored": False}
 
 
 @dataclass(frozen=True)
@@ -30,52 +42,84 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class LayerPicture:
-    """One layer's activation maps for one photo, drawn as a grid."""
+class LayerRange:
+    """A layer's lowest and highest activation on one photo (what black and white stand for)."""
 
-    name: str
+    layer: str
     """'conv1' … 'conv5'."""
-    url: str
-    shape: tuple[int, ...]
-    """(maps, height, width)."""
-    size: tuple[int, int]
-    """Width and height of the grid picture."""
-    columns: int
     low: float
-    """The layer's lowest activation on this photo."""
     high: float
 
 
 @dataclass(frozen=True)
-class ImageRecord:
-    """Everything the pages need to know about one photo that was reported."""
+class PhotoRecord:
+    """Everything known about one photo that was reported.
 
-    source: str
-    """Path relative to the input folder (``/`` separators)."""
-    file_size: int
+    The fields up to ``ranges`` are what the model made of the photo's bytes: the cache stores
+    them, keyed by those bytes. The rest say where the photo sits in this folder and are filled in
+    by every build (:meth:`placed`).
+    """
+
     width: int
+    """Of the decoded, upright photo."""
     height: int
     frames: int
     """Frames or pages in the file; only the first is used."""
     top5: tuple[Prediction, ...]
-    page: str
-    """Site-relative URL of the photo's page."""
-    crop: str
-    """Site-relative URL of the 224x224 crop the model saw."""
-    conv1: str
-    """Site-relative URL of the 8x8 grid of conv1 output maps."""
-    cams: tuple[str, ...] = ()
+    cams: tuple[str, ...]
     """Grad-CAM of each top-5 class (data: URIs of small PNGs), in the order of ``top5``."""
-    conv1_mean: tuple[float, ...] = ()
+    conv1_mean: tuple[float, ...]
     """Each conv1 map's mean activation (before the ReLU)."""
-    conv1_max: tuple[float, ...] = ()
+    conv1_max: tuple[float, ...]
     """Each conv1 map's maximum activation."""
-    layers: tuple[LayerPicture, ...] = ()
-    """Layers beyond conv1 drawn for this photo (--layers), in network order."""
-    conv1_range: tuple[float, float] = (0.0, 0.0)
-    """conv1's lowest and highest activation on this photo."""
-    truth: str | None = None
+    ranges: tuple[LayerRange, ...]
+    """Each drawn layer's extremes on this photo, in network order; conv1 first."""
+
+    source: str = field(default="", metadata=_LOCAL)
+    """Path relative to the input folder (``/`` separators)."""
+    file_size: int = field(default=0, metadata=_LOCAL)
+    key: str = field(default="", metadata=_LOCAL)
+    """The cache key of the photo's results; names its pictures."""
+    truth: str | None = field(default=None, metadata=_LOCAL)
     """The photo's true class, when the folder says (CLASS/… or labels.csv)."""
+
+    def placed(self, source: Source, key: str) -> PhotoRecord:
+        """This record as the photo at ``source`` (the cache's copy knows no file names)."""
+        return dataclasses.replace(self, source=source.rel, file_size=source.size, key=key)
+
+    @property
+    def page(self) -> str:
+        """Site-relative URL of the photo's page."""
+        return naming.photo_page(self.source)
+
+    def picture(self, kind: str) -> str:
+        """Site-relative URL of one of the photo's pictures: 'input' (the crop the model saw),
+        'conv1' … 'conv5' (a layer's maps)."""
+        return naming.photo_picture(self.key, kind)
+
+    @property
+    def crop(self) -> str:
+        """Site-relative URL of the 224x224 crop the model saw."""
+        return self.picture("input")
+
+    @property
+    def conv1(self) -> str:
+        """Site-relative URL of the grid of conv1 output maps."""
+        return self.picture("conv1")
+
+    @property
+    def conv1_range(self) -> LayerRange:
+        return self.ranges[0]
+
+    @property
+    def deeper(self) -> tuple[LayerRange, ...]:
+        """The layers beyond conv1 drawn for this photo (--layers), in network order."""
+        return self.ranges[1:]
+
+
+def stored_fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    """The fields of a record the cache keeps (all but those marked as local)."""
+    return tuple(f for f in dataclasses.fields(cls) if f.metadata.get("stored", True))
 
 
 @dataclass(frozen=True)
@@ -111,12 +155,25 @@ class ModelSummary:
     input_shape: tuple[int, ...]
     warnings: tuple[str, ...] = ()
 
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each module's output shape, by module name ('features.0', …)."""
+        return {layer.name: layer.output_shape for layer in self.layers}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the pages need to know about the model, kept so an unchanged rebuild needs no model."""
+
+    summary: ModelSummary
+    categories: tuple[str, ...]
+
 
 @dataclass(frozen=True)
 class KernelExample:
     """A photo that fires a kernel strongly."""
 
-    photo: ImageRecord
+    photo: PhotoRecord
     value: float
     """The kernel's maximum activation on this photo."""
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.models import AlexNet_Weights, alexnet
 
-from reportgen.cam import CamRecorder
+from reportgen.inference.cam import CamRecorder
 
 from .conftest import SAMPLE_PHOTOS
 
@@ -70,7 +70,7 @@ def test_site_pages_show_each_top5_gradcam_of_a_direct_pass(built_site, model, p
 
     import numpy as np
 
-    from reportgen.pictures import _heat_palette
+    from reportgen.inference.pictures import _heat_palette
 
     from .htmltools import images
 
@@ -99,7 +99,7 @@ def test_site_pages_show_each_top5_gradcam_of_a_direct_pass(built_site, model, p
 def test_heat_palette_runs_from_black_to_white_with_distinct_steps():
     import numpy as np
 
-    from reportgen.pictures import _heat_palette
+    from reportgen.inference.pictures import _heat_palette
 
     palette = _heat_palette().astype(int)
     assert palette.shape == (256, 3)
@@ -114,7 +114,7 @@ def test_heat_pngs_decode_to_each_maps_own_levels():
     import numpy as np
     from PIL import Image
 
-    from reportgen.pictures import _heat_palette, heat_pngs
+    from reportgen.inference.pictures import _heat_palette, heat_pngs
 
     cams = np.array([[[0, 1, 2], [4, 4, 0]], [[0, 0, 0], [0, 0, 0]]], dtype=np.float32)
     pngs = heat_pngs(cams[None])  # (1, 2, 2, 3): one photo, two maps

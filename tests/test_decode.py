@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen.decode import UnreadableImage, open_rgb
+from reportgen.decoding.decode import UnreadableImage, open_rgb
 
 
 def decoded_pixel(img: Image.Image, tmp_path, name: str, **save) -> tuple[int, int, int]:

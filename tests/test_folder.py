@@ -5,25 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from reportgen.folder import kernel_views
-from reportgen.records import ImageRecord, Prediction
+from reportgen.records import LayerRange, PhotoRecord, Prediction
+from reportgen.site.folder import kernel_views
 
 from .htmltools import tags
 
 
-def record(name: str, maxes: list[float], means: list[float]) -> ImageRecord:
-    return ImageRecord(
-        source=name,
-        file_size=1,
+def record(name: str, maxes: list[float], means: list[float]) -> PhotoRecord:
+    return PhotoRecord(
         width=1,
         height=1,
         frames=1,
         top5=(Prediction(0, "tench", 1.0),),
-        page=f"photos/{name}.html",
-        crop="",
-        conv1="",
+        cams=(),
         conv1_mean=tuple(means),
         conv1_max=tuple(maxes),
+        ranges=(LayerRange("conv1", 0.0, 1.0),),
+        source=name,
+        file_size=1,
     )
 
 
@@ -60,7 +59,7 @@ def test_every_conv1_map_links_to_its_kernel_view(built_site):
 
 
 def test_summary_lists_least_confident_and_near_misses():
-    from reportgen.folder import summarize_folder
+    from reportgen.site.folder import summarize_folder
 
     def rec(name, probs, labels=("a", "b", "c", "d", "e"), truth=None):
         r = record(name, [], [])

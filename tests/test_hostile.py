@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import reportgen.infer
+import reportgen.inference.pipeline
 from reportgen.build import build
 from reportgen.config import load_config
 
@@ -156,7 +156,6 @@ def test_allow_truncated_accepts_truncated_jpegs(tmp_path):
             "workers": 0,
             "allow_truncated": True,
         },
-        read_default=False,
     )
     result = build(config)
     assert [p.source for p in result.photos] == ["truncated.jpg"] and not result.skipped
@@ -194,14 +193,14 @@ def test_a_crashed_worker_fails_the_build_with_a_message(tmp_path, monkeypatch, 
     for i in range(3):
         Image.new("RGB", (30, 30), (i, 0, 0)).save(src / f"{i}.png")
     Image.new("RGB", (30, 30)).save(src / "crash.png")
-    real = reportgen.infer.open_rgb
+    real = reportgen.inference.pipeline.open_rgb
 
     def crashing(path, **kwargs):
         if path.name == "crash.png":
             os.kill(os.getpid(), signal.SIGKILL)  # runs in the forked worker process
         return real(path, **kwargs)
 
-    monkeypatch.setattr(reportgen.infer, "open_rgb", crashing)
+    monkeypatch.setattr(reportgen.inference.pipeline, "open_rgb", crashing)
     code = run_cli(
         "build",
         str(src),

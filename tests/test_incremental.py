@@ -36,7 +36,6 @@ def make_photos(folder: Path, count: int, start: int = 0) -> list[Path]:
 def run_build(src: Path, out: Path, weights: str, **options):
     config = load_config(
         {"input_dir": src, "out_dir": out, "weights": weights, "workers": 0, **options},
-        read_default=False,
     )
     return build(config)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from reportgen._memory import WarmHeap, _glibc, resident_bytes
+from reportgen.inference.memory import WarmHeap, _glibc, resident_bytes
 
 
 @pytest.mark.skipif(_glibc() is None, reason="only glibc has mallopt and malloc_trim")
@@ -22,7 +22,7 @@ def test_trims_when_the_process_grows_past_its_ceiling():
 
 
 def test_does_nothing_where_it_cannot_measure(monkeypatch):
-    monkeypatch.setattr("reportgen._memory.resident_bytes", lambda: None)
+    monkeypatch.setattr("reportgen.inference.memory.resident_bytes", lambda: None)
     with WarmHeap() as heap:
         heap.check()
     assert heap.base is None and heap.trims == 0

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torchvision.models import AlexNet_Weights, alexnet
 
-from reportgen import pictures
 from reportgen.errors import WeightsError
-from reportgen.model import Conv1Recorder, load_model
+from reportgen.inference import pictures
+from reportgen.inference.model import Conv1Recorder, load_model
+from reportgen.layout import Grid, layer_grid
 from reportgen.weights import resolve_weights
 
 from .htmltools import images
@@ -52,7 +53,7 @@ def test_hook_is_removed_after_use_and_after_an_exception(model):
 
 def test_tile_places_tile_k_at_row_k_div_8_column_k_mod_8():
     tiles = torch.arange(64, dtype=torch.uint8).view(1, 64, 1, 1, 1).expand(1, 64, 1, 5, 5)
-    grid = pictures.tile(tiles.contiguous(), columns=8, gap=2, fill=255)[0, 0]
+    grid = pictures.tile(tiles.contiguous(), Grid(64, (5, 5), columns=8), fill=255)[0, 0]
     assert grid.shape == (8 * 7 - 2, 8 * 7 - 2)
     for k in range(64):
         r, c = divmod(k, 8)
@@ -78,7 +79,8 @@ def test_activation_grid_is_64_maps_in_order_exactly(model, photos_dir):
     x = AlexNet_Weights.IMAGENET1K_V1.transforms()(Image.open(photo).convert("RGB"))
     with torch.no_grad(), Conv1Recorder(model) as rec:
         model(x.unsqueeze(0))
-        grid = pictures.activation_grids(rec.output)[0]
+        levels = pictures.activations(rec.output).levels
+        grid = pictures.grey_grids(levels, layer_grid("conv1", (64, 55, 55)))[0]
     assert grid.shape == (8 * 57 - 2, 8 * 57 - 2)
     for k in range(64):
         r, c = divmod(k, 8)
@@ -111,7 +113,7 @@ def test_conv1_grid_in_site_holds_64_maps_of_55x55_in_order(built_site, model, p
 
 def test_kernel_grid_is_each_kernel_normalised_and_enlarged(model):
     weight = model.features[0].weight.detach()
-    grid = pictures.kernel_grid(weight, scale=8)
+    grid = pictures.kernel_grid(weight)
     step = 11 * 8 + 2
     assert grid.shape == (8 * step - 2, 8 * step - 2, 3)
     k = 9  # row 1, column 1

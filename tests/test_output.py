@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from reportgen.output import write_atomic
+from reportgen.files import write_atomic
 
 
 def test_creates_missing_folders_and_replaces_whole_files(tmp_path):

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import reportgen, sys
-from reportgen.pages import environment, STATIC_FILES
+from reportgen.site.pages import environment, STATIC_FILES
 from importlib import resources
 assert reportgen.__file__.startswith(sys.argv[1]), reportgen.__file__
 env = environment()

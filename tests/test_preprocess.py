@@ -11,9 +11,10 @@ from PIL import Image
 from torchvision.models import AlexNet_Weights
 from torchvision.transforms._presets import ImageClassification
 
-from reportgen import infer, preprocess
+from reportgen.decoding import preprocess
 from reportgen.discover import discover
 from reportgen.errors import BuildError
+from reportgen.inference import pipeline as infer
 
 from .conftest import SAMPLE_PHOTOS, run_cli
 
@@ -67,7 +68,8 @@ def test_the_weights_preprocessing_is_checked():
 
 def test_decoding_workers_stop_when_the_block_ends(photos_dir):
     sources, _ = discover(photos_dir)
-    with infer.Decoding(sources, batch_size=2, workers=1) as decoding:
+    photos = infer.PhotoDataset(sources, max_pixels=None, allow_truncated=False)
+    with infer.Decoding(photos, batch_size=2, workers=1) as decoding:
         assert multiprocessing.active_children()  # started before the first batch is asked for
         first = next(iter(decoding))
         assert first.pixels is not None and first.pixels.shape[1:] == (224, 224, 3)

@@ -187,6 +187,6 @@ def test_rebuild_keeps_the_users_files_and_drops_removed_photos(tmp_path, weight
 def test_rel_agrees_with_posixpath(target, page):
     import posixpath
 
-    from reportgen.pages import rel
+    from reportgen.site.pages import rel
 
     assert rel(target, page) == posixpath.relpath(target, posixpath.dirname(page) or ".")

@@ -1,4 +1,5 @@
-"""Writing the HTML pages and predictions.json. Knows nothing of torch: it reads records only."""
+"""Writing the site's files: HTML pages, assets, and the exports (predictions.json and .csv, the
+filter's search index). Knows nothing of torch: it reads records only."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from typing import Any
 
 import jinja2
 import markupsafe
+from tqdm import tqdm
 
-from . import __version__, layout, naming
+from .. import __version__
+from ..layout import KERNEL_SCALE, kernel_grid, layer_grids
+from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
+from . import naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
-from .records import ImageRecord, KernelView, ModelSummary, Skipped
 
 STATIC_FILES = ("style.css", "favicon.svg", "filter.js")
-GRID = {"columns": layout.GRID_COLUMNS, "gap": layout.GRID_GAP}
 ASSETS_DIR = "assets"
 
 Writer = Callable[[str, bytes], None]
@@ -30,14 +33,13 @@ Writer = Callable[[str, bytes], None]
 class SiteContent:
     """Everything the pages show."""
 
-    photos: Sequence[ImageRecord]
+    photos: Sequence[PhotoRecord]
     skipped: Sequence[Skipped]
     model: ModelSummary
-    kernels_size: tuple[int, int]
-    grid_size: tuple[int, int]
-    kernel_scale: int
     per_page: int
     kernels: Sequence[KernelView] = ()
+    layers: Sequence[str] = ("conv1",)
+    """The layers drawn for each photo, conv1 first."""
     normalize: str = "map"
     """How maps were scaled to grey: 'map' or 'layer'."""
     summary: FolderSummary | None = None
@@ -91,6 +93,29 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def write_site(site: SiteContent, write: Writer, *, progress: bool = False) -> None:
+    """Every file of the site: assets, pages, exports.
+
+    Args:
+        write: called with each site-relative path and its bytes.
+        progress: show a progress bar for the photo pages.
+    """
+    writer = PageWriter(site, write)
+    writer.assets()
+    writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
+    total_params = sum(layer.parameters for layer in site.model.layers)
+    writer.page("model.html", "model.html", total_parameters=total_params)
+    writer.summary_page()
+    for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
+        writer.photo_page(position)
+    writer.index_pages()
+    write("predictions.json", predictions_json(site))
+    write("predictions.csv", predictions_csv(site))
+    write("search-index.js", search_index(site))
+    # For publishing from a branch: no Jekyll processing, so every file is served as written.
+    write(".nojekyll", b"")
+
+
 class PageWriter:
     """Renders templates to site-relative paths through a ``write(path, bytes)`` callback."""
 
@@ -98,6 +123,8 @@ class PageWriter:
         self.site = site
         self.write = write
         self.env = environment()
+        self.grids = layer_grids(site.layers, site.model.output_shapes)
+        self.kernel_grid = kernel_grid(site.model.kernel_shape)
 
     def page(self, template: str, path: str, **context: Any) -> None:
         self.write(path, self.render(template, path, **context).encode("utf-8"))
@@ -109,10 +136,10 @@ class PageWriter:
             version=__version__,
             model=self.site.model,
             kernels_url=naming.KERNELS_PICTURE,
-            kernels_size=self.site.kernels_size,
-            grid_size=self.site.grid_size,
-            kernel_scale=self.site.kernel_scale,
-            grid=GRID,
+            kernel_grid=self.kernel_grid,
+            kernel_scale=KERNEL_SCALE,
+            conv1_grid=self.grids["conv1"],
+            layer_grids=self.grids,
             normalize=self.site.normalize,
             **context,
         )

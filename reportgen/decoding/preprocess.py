@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from .errors import BuildError
+from ..errors import BuildError
 
 RESIZE_SIZE = 256
 """The short side after resizing."""

@@ -1,4 +1,4 @@
-"""AlexNet, its weights, and the hook that records conv1.
+"""AlexNet: loading its weights, choosing a device, describing it, and hooks that record its layers.
 
 Preprocessing and labels always come from torchvision's weights enum
 (``AlexNet_Weights.IMAGENET1K_V1.transforms()`` and ``.meta["categories"]``), whichever weights are
@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import UsageError, WeightsError
-from .layout import CONV_LAYERS
-from .records import LayerInfo, ModelSummary
-from .weights import RANDOM_SEED, WeightsSpec
+from ..errors import UsageError, WeightsError
+from ..layout import CONV_LAYERS
+from ..records import LayerInfo, ModelSummary
+from ..weights import RANDOM_SEED, WeightsSpec
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def _weights_enum() -> Any:
     """torchvision's ``AlexNet_Weights.IMAGENET1K_V1``.
 
     torchvision is imported here, not at the top: importing it takes about a second, which the
-    decoding workers, started before the model is loaded, put to use (see :mod:`.preprocess`).
+    decoding workers, started before the model is loaded, put to use (see
+    :mod:`reportgen.decoding.preprocess`).
     """
     from torchvision.models import AlexNet_Weights
 
@@ -197,7 +198,8 @@ class LayerRecorder(HookOwner):
 
 
 class Conv1Recorder(LayerRecorder):
-    """A :class:`LayerRecorder` of conv1: ``rec.output`` is (B, 64, 55, 55)."""
+    """A :class:`LayerRecorder` of conv1: by default ``rec.output`` is a copy of its (B, 64, 55, 55)
+    output; with a ``transform``, whatever that returns."""
 
     def __init__(self, model: nn.Module, transform: Callable[[torch.Tensor], Any] = _copy) -> None:
         super().__init__(model, "conv1", transform)
@@ -231,7 +233,7 @@ def summarize(loaded: LoadedModel, input_size: int = 224) -> ModelSummary:
     finally:
         for handle in handles:
             handle.remove()
-    conv1 = next(r for r in rows if r.name == "features.0")
+    conv1 = next(r for r in rows if r.name == CONV_LAYERS["conv1"])
     return ModelSummary(
         arch="alexnet",
         weights=loaded.weights.label,

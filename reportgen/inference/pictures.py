@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .layout import GRID_COLUMNS, GRID_GAP, KERNEL_SCALE
+from ..layout import KERNEL_SCALE, Grid
+from ..layout import kernel_grid as kernel_layout
 
 GAP_VALUE = 255
 JPEG_QUALITY = 85
@@ -82,7 +83,12 @@ class Activations:
 
 
 def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
-    """:func:`activation_levels` plus the extremes it found on the way (no extra pass).
+    """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max
+    (``shared``: all N maps of a photo scaled together, from the layer's min to its max), and the
+    extremes found on the way (no extra pass).
+
+    Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
+    activations: no float copy of the batch is ever kept.
 
     The levels are ``(x - low) * 255 / span`` rounded half up, computed as one multiply-add
     (``x * scale + (0.5 - low * scale)``) and a truncating cast: two passes over the batch where
@@ -97,58 +103,44 @@ def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
     return Activations(levels, low.flatten(1), high.flatten(1))
 
 
-def activation_levels(maps: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
-    """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max
-    (``shared``: all N maps of a photo scaled together, from the layer's min to its max).
-
-    Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
-    activations: no float copy of the batch is ever kept.
-    """
-    return activations(maps, shared=shared).levels
-
-
 def to_uint8(unit: torch.Tensor) -> torch.Tensor:
     """0..1 floats to 0..255 bytes, rounded."""
     return (unit.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def tile(
-    images: torch.Tensor, columns: int = GRID_COLUMNS, gap: int = GRID_GAP, fill: int = GAP_VALUE
-) -> torch.Tensor:
-    """Lay out (B, N, C, H, W) tiles as B grids of ``columns`` per row, row-major.
+def tile(images: torch.Tensor, grid: Grid, fill: int = GAP_VALUE) -> torch.Tensor:
+    """Lay out (B, N, C, H, W) tiles as B pictures of ``grid``, separated by ``fill``.
 
-    Tile ``k`` lands at row ``k // columns``, column ``k % columns``; tiles are separated by ``gap``
-    pixels of ``fill``. Returns (B, C, rows*(H+gap)-gap, columns*(W+gap)-gap), same dtype.
+    Returns (B, C, height, width) of ``grid.size``, the same dtype.
     """
     b, n, c, h, w = images.shape
-    rows = -(-n // columns)
+    step_x, step_y = grid.step
     padded = torch.full(
-        (b, rows * columns, c, h + gap, w + gap), fill, dtype=images.dtype, device=images.device
+        (b, grid.rows * grid.columns, c, step_y, step_x),
+        fill,
+        dtype=images.dtype,
+        device=images.device,
     )
     padded[:, :n, :, :h, :w] = images
-    grid = padded.view(b, rows, columns, c, h + gap, w + gap).permute(0, 3, 1, 4, 2, 5)
-    grid = grid.reshape(b, c, rows * (h + gap), columns * (w + gap))
-    return grid[:, :, : grid.shape[2] - gap, : grid.shape[3] - gap]
+    picture = padded.view(b, grid.rows, grid.columns, c, step_y, step_x).permute(0, 3, 1, 4, 2, 5)
+    picture = picture.reshape(b, c, grid.rows * step_y, grid.columns * step_x)
+    width, height = grid.size
+    return picture[:, :, :height, :width]
 
 
-def grey_grids(levels: torch.Tensor, columns: int = GRID_COLUMNS) -> np.ndarray:
-    """(B, N, H, W) ``uint8`` maps to B grey grids of ``columns`` per row, as a NumPy array."""
-    return tile(levels.unsqueeze(2), columns=columns)[:, 0].cpu().numpy()
+def grey_grids(levels: torch.Tensor, grid: Grid) -> np.ndarray:
+    """(B, N, H, W) ``uint8`` maps to B grey pictures of ``grid``, as a NumPy array."""
+    return tile(levels.unsqueeze(2), grid)[:, 0].cpu().numpy()
 
 
-def activation_grids(conv1: torch.Tensor) -> np.ndarray:
-    """(B, 64, 55, 55) conv1 outputs to B grey 8x8 grids, each map normalised on its own."""
-    return grey_grids(activation_levels(conv1))
-
-
-def kernel_grid(kernels: torch.Tensor, scale: int = KERNEL_SCALE) -> np.ndarray:
+def kernel_grid(kernels: torch.Tensor) -> np.ndarray:
     """(64, 3, 11, 11) weights to one RGB grid, each kernel normalised on its own and enlarged.
 
     Nearest-neighbour enlargement keeps every weight a crisp square.
     """
     unit = normalize_each(kernels.unsqueeze(0))[0]  # (64, 3, 11, 11), per-kernel min-max
-    big = unit.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    grid = tile(to_uint8(big).unsqueeze(0))[0]  # (3, Hg, Wg)
+    big = unit.repeat_interleave(KERNEL_SCALE, dim=2).repeat_interleave(KERNEL_SCALE, dim=3)
+    grid = tile(to_uint8(big).unsqueeze(0), kernel_layout(tuple(kernels.shape)))[0]  # (3, Hg, Wg)
     return grid.permute(1, 2, 0).cpu().numpy()
 
 

@@ -1,15 +1,16 @@
-"""The batched inference pipeline: DataLoader workers decode, the model runs, conv1 is recorded.
+"""The batched pipeline: DataLoader workers decode, the model runs, its layers are recorded.
 
-What leaves this module per batch is small and already on the CPU: top-5 indices and
-probabilities, the crops the model saw and the conv1 grids as ``uint8`` arrays. Activations are
-turned into pictures batch by batch and dropped, so memory does not grow with the folder.
+What leaves this module per batch is a :class:`BatchOutput`: small and already on the CPU (top-5
+indices and probabilities, the crops the model saw, grids of grey levels, a few numbers per map).
+Activations are turned into pictures batch by batch and dropped, so memory does not grow with the
+folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import pictures, preprocess
+from ..decoding import preprocess
+from ..decoding.decode import UnreadableImage, open_rgb
+from ..layout import Grid
+from ..records import Source
+from . import pictures
 from .cam import CamRecorder
-from .decode import UnreadableImage, open_rgb
-from .layout import columns_for
 from .model import Conv1Recorder, LayerRecorder, LoadedModel
-from .records import Source
 
 TOPK = 5
 READ_AHEAD = 512
@@ -30,14 +32,14 @@ READ_AHEAD = 512
 
 
 @dataclass
-class Item:
-    """One decoded photo (``pixels`` set) or one failure (``error`` set)."""
+class DecodedPhoto:
+    """One photo as a worker decoded it (``pixels`` set), or why it could not (``error`` set)."""
 
     index: int
     pixels: np.ndarray | None = None
     """(224, 224, 3) uint8: the crop the model sees, before normalisation."""
     crop: bytes = b""
-    """``pixels`` as a JPEG (empty when crops were not asked for)."""
+    """``pixels`` as a JPEG, for the photo's page."""
     width: int = 0
     height: int = 0
     frames: int = 1
@@ -45,7 +47,7 @@ class Item:
 
 
 @dataclass
-class Batch:
+class DecodedBatch:
     """A collated batch: the photos that decoded, stacked, and the ones that did not."""
 
     indices: list[int]
@@ -55,15 +57,15 @@ class Batch:
     crops: list[bytes] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
-    def pin_memory(self) -> Batch:
+    def pin_memory(self) -> DecodedBatch:
         if self.pixels is not None:
             self.pixels = self.pixels.pin_memory()
         return self
 
 
 @dataclass
-class BatchResult:
-    """What the model made of one batch, on the CPU."""
+class BatchOutput:
+    """What the model made of one batch's photos, on the CPU, row by row."""
 
     indices: list[int]
     sizes: list[tuple[int, int, int]]
@@ -74,63 +76,54 @@ class BatchResult:
     """(B, 5) softmax probabilities."""
     crops: list[bytes]
     """JPEG of the 224x224 crop each photo became, as the model saw it."""
-    grids: np.ndarray
-    """(B, Hg, Wg) uint8: the 64 conv1 maps of each photo, 8 per row."""
     conv1_mean: np.ndarray
-    """(B, 64) each conv1 map's mean (before the ReLU), for the kernel pages."""
+    """(B, maps) each conv1 map's mean (before the ReLU), for the kernel pages."""
     conv1_max: np.ndarray
-    """(B, 64) each conv1 map's maximum."""
+    """(B, maps) each conv1 map's maximum."""
     cams: np.ndarray
-    """(B, 5, 13, 13) Grad-CAM of each top-5 class, >= 0, in the order of ``top_indices``."""
-    errors: list[tuple[int, str]]
-    layer_grids: dict[str, np.ndarray] = field(default_factory=dict)
-    """Grey grids of the other requested layers, by name."""
-    ranges: dict[str, np.ndarray] = field(default_factory=dict)
-    """(B, 2) each layer's lowest and highest activation on each photo (for the legends)."""
+    """(B, 5, H, W) Grad-CAM of each top-5 class, >= 0, in the order of ``top_indices``."""
+    grids: dict[str, np.ndarray]
+    """Each drawn layer's grey grids, (B, height, width) uint8, conv1 first."""
+    ranges: dict[str, np.ndarray]
+    """(B, 2) each drawn layer's lowest and highest activation on each photo."""
 
 
-class PhotoDataset(Dataset[Item]):
-    """Decodes one photo per item into the 224x224 crop the model sees (as bytes); a bad file
-    becomes an error item.
+class PhotoDataset(Dataset[DecodedPhoto]):
+    """Decodes one photo per item into the 224x224 crop the model sees (and that crop as a JPEG);
+    a bad file becomes an error item.
 
-    Runs in the DataLoader's worker processes and needs only Pillow (see :mod:`.preprocess`). With
-    ``crops``, each item also carries that crop as a JPEG for the photo's page.
+    Runs in the DataLoader's worker processes and needs only Pillow (see
+    :mod:`reportgen.decoding.preprocess`).
     """
 
     def __init__(
-        self,
-        sources: Sequence[Source],
-        *,
-        max_pixels: int | None = None,
-        allow_truncated: bool = False,
-        crops: bool = True,
+        self, sources: Sequence[Source], *, max_pixels: int | None, allow_truncated: bool
     ) -> None:
         self.paths = [s.path for s in sources]
         self.max_pixels = max_pixels
         self.allow_truncated = allow_truncated
-        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, index: int) -> DecodedPhoto:
         try:
             decoded = open_rgb(
                 self.paths[index], max_pixels=self.max_pixels, allow_truncated=self.allow_truncated
             )
         except UnreadableImage as exc:
-            return Item(index=index, error=str(exc))
+            return DecodedPhoto(index=index, error=str(exc))
         except OSError as exc:
-            return Item(index=index, error=f"cannot be read ({exc.strerror or exc})")
+            return DecodedPhoto(index=index, error=f"cannot be read ({exc.strerror or exc})")
         pixels = np.asarray(preprocess.crop_for_model(decoded.image))
-        crop = pictures.encode_jpeg(pixels) if self.crops else b""
-        return Item(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
+        crop = pictures.encode_jpeg(pixels)
+        return DecodedPhoto(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
 
 
-def collate(items: list[Item]) -> Batch:
+def collate(items: list[DecodedPhoto]) -> DecodedBatch:
     """Stack the good photos of a batch; keep the failures."""
     good = [it for it in items if it.pixels is not None]
-    return Batch(
+    return DecodedBatch(
         indices=[it.index for it in good],
         pixels=torch.from_numpy(np.stack([it.pixels for it in good])) if good else None,
         sizes=[(it.width, it.height, it.frames) for it in good],
@@ -140,7 +133,7 @@ def collate(items: list[Item]) -> Batch:
 
 
 class Decoding:
-    """The photos, decoded batch by batch by a DataLoader's worker processes.
+    """A dataset's photos, decoded batch by batch by a DataLoader's worker processes.
 
     The workers start on construction, so they decode while the caller imports torchvision and
     loads the model; they read ahead about :data:`READ_AHEAD` photos. Use as a context manager:
@@ -149,19 +142,8 @@ class Decoding:
     """
 
     def __init__(
-        self,
-        sources: Sequence[Source],
-        *,
-        batch_size: int,
-        workers: int,
-        pin: bool = False,
-        max_pixels: int | None = None,
-        allow_truncated: bool = False,
-        crops: bool = True,
+        self, dataset: PhotoDataset, *, batch_size: int, workers: int, pin: bool = False
     ) -> None:
-        dataset = PhotoDataset(
-            sources, max_pixels=max_pixels, allow_truncated=allow_truncated, crops=crops
-        )
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -174,9 +156,9 @@ class Decoding:
             else None,
             persistent_workers=False,
         )
-        self._batches: Iterator[Batch] | None = iter(loader) if sources else iter(())
+        self._batches: Iterator[DecodedBatch] | None = iter(loader) if len(dataset) else iter(())
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[DecodedBatch]:
         if self._batches is None:
             raise RuntimeError("decoding has been shut down")
         return self._batches
@@ -219,82 +201,55 @@ def prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def run(
+def run_batches(
     loaded: LoadedModel,
     decoding: Decoding,
     device: torch.device,
+    grids: dict[str, Grid],
     *,
-    layers: Sequence[str] = ("conv1",),
     shared: bool = False,
-) -> Iterator[BatchResult]:
-    """Run every decoded photo through the model, yielding one :class:`BatchResult` per batch.
+) -> Iterator[tuple[BatchOutput | None, list[tuple[int, str]]]]:
+    """Run every decoded photo through the model on ``device``.
 
-    The model is moved to ``device``. conv1 is always recorded; ``layers`` adds others; ``shared``
-    scales all maps of a layer together.
+    Yields, per batch, what the model made of the photos that decoded (None when none did) and
+    the (index, reason) of those that did not. ``grids`` names the layers to draw ('conv1' first)
+    and their layouts; ``shared`` scales all maps of a layer together.
     """
     model = prepare(loaded.model, device)
 
     def record(output: torch.Tensor) -> pictures.Activations:
         return pictures.activations(output, shared=shared)
 
-    deeper = [name for name in layers if name != "conv1"]
+    def record_conv1(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
+        return record(output), output.mean(dim=(2, 3))
+
     with contextlib.ExitStack() as stack:
-        recorder = stack.enter_context(Conv1Recorder(model, _conv1_record(shared)))
-        others = {n: stack.enter_context(LayerRecorder(model, n, record)) for n in deeper}
+        conv1 = stack.enter_context(Conv1Recorder(model, record_conv1))
+        deeper = {
+            name: stack.enter_context(LayerRecorder(model, name, record))
+            for name in grids
+            if name != "conv1"
+        }
         cam = stack.enter_context(CamRecorder(model))
         stack.enter_context(torch.inference_mode())
         for batch in decoding:
             if batch.pixels is None:
-                yield _empty_result(batch)
+                yield None, batch.errors
                 continue
             logits = model(model_inputs(batch.pixels, loaded.transforms, device))
-            probs = torch.softmax(logits.float(), dim=1)
-            top_probs, top_indices = probs.topk(TOPK, dim=1)
-            assert recorder.output is not None  # set by the forward pass just above
-            conv1, means = recorder.output
-            yield BatchResult(
+            top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(TOPK, dim=1)
+            levels, means = conv1.output
+            layers = {"conv1": levels, **{n: r.output for n, r in deeper.items()}}
+            output = BatchOutput(
                 indices=batch.indices,
                 sizes=batch.sizes,
                 top_indices=top_indices.cpu().numpy(),
                 top_probs=top_probs.cpu().numpy(),
                 crops=batch.crops,
-                grids=pictures.grey_grids(conv1.levels),
                 conv1_mean=means.cpu().numpy(),
-                conv1_max=conv1.high.cpu().numpy(),
+                conv1_max=levels.high.cpu().numpy(),
                 cams=cam.cams(top_indices).cpu().numpy(),
-                errors=batch.errors,
-                layer_grids={
-                    n: pictures.grey_grids(r.output.levels, columns_for(n))
-                    for n, r in others.items()
-                },
-                ranges={
-                    "conv1": conv1.layer_range.cpu().numpy(),
-                    **{n: r.output.layer_range.cpu().numpy() for n, r in others.items()},
-                },
+                grids={n: pictures.grey_grids(a.levels, grids[n]) for n, a in layers.items()},
+                ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
             )
-
-
-def _conv1_record(
-    shared: bool,
-) -> Callable[[torch.Tensor], tuple[pictures.Activations, torch.Tensor]]:
-    """What the conv1 hook keeps: levels and extremes for the grid, and each map's mean."""
-
-    def record(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
-        return pictures.activations(output, shared=shared), output.mean(dim=(2, 3))
-
-    return record
-
-
-def _empty_result(batch: Batch) -> BatchResult:
-    return BatchResult(
-        indices=[],
-        sizes=[],
-        top_indices=np.zeros((0, TOPK), dtype=np.int64),
-        top_probs=np.zeros((0, TOPK), dtype=np.float32),
-        crops=[],
-        grids=np.zeros((0, 0, 0), dtype=np.uint8),
-        conv1_mean=np.zeros((0, 64), dtype=np.float32),
-        conv1_max=np.zeros((0, 64), dtype=np.float32),
-        cams=np.zeros((0, TOPK, 13, 13), dtype=np.float32),
-        errors=batch.errors,
-    )
+            yield output, batch.errors

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layout import CONV_LAYERS
 from .model import Hook, HookOwner
 
 # Where Grad-CAM looks: the rectified output of AlexNet's last convolution.
@@ -35,8 +36,8 @@ _HIDDEN = ("classifier.2", "classifier.5")  # the two rectified hidden layers of
 class CamRecorder(HookOwner):
     """Keeps what Grad-CAM needs from a forward pass: ``A``, ``h1`` and ``h2``.
 
-    A context manager like :class:`~reportgen.model.Conv1Recorder`; its hooks are removed on
-    exit, also when the body raises.
+    A context manager like :class:`~reportgen.inference.model.Conv1Recorder`; its hooks are
+    removed on exit, also when the body raises.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -47,8 +48,9 @@ class CamRecorder(HookOwner):
         self.w3 = weights[6].weight.detach()
         self.w2 = weights[4].weight.detach()
         w1 = weights[1].weight.detach()
-        # Summed over the 36 pooled positions of each of the 256 channels: (4096, 256).
-        self.w1s = w1.view(w1.shape[0], -1, 36).sum(dim=2)
+        channels = modules[CONV_LAYERS["conv5"]].out_channels  # what TARGET_LAYER rectifies
+        # Summed over the pooled positions (6x6) of each of the 256 channels: (4096, 256).
+        self.w1s = w1.view(w1.shape[0], channels, -1).sum(dim=2)
 
     def _hook(self, slot: int) -> Hook:
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

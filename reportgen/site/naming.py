@@ -40,6 +40,11 @@ def photo_picture(key: str, kind: str) -> str:
     return f"{PICTURES_DIR}/{key[:20]}-{kind}.jpg"
 
 
+def summary_chart(name: str) -> str:
+    """Site-relative URL of one of the summary page's charts."""
+    return f"{PICTURES_DIR}/summary-{name}.png"
+
+
 def index_page(number: int) -> str:
     """Site-relative URL of index page ``number`` (1-based)."""
     return "index.html" if number == 1 else f"index-{number}.html"

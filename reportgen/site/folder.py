@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import ImageRecord, KernelExample, KernelView
+from ..records import KernelExample, KernelView, PhotoRecord
 
 TOP_EXAMPLES = 8
 
 
-def kernel_views(photos: Sequence[ImageRecord], count: int = 64) -> list[KernelView]:
-    """For each conv1 kernel: its mean and maximum over the folder, and the photos firing it most.
+def kernel_views(photos: Sequence[PhotoRecord], count: int) -> list[KernelView]:
+    """For each of the ``count`` conv1 kernels: its mean and maximum over the folder, and the
+    photos firing it most.
 
     A photo fires a kernel by the maximum of that kernel's map on it (ties broken by name, so the
     choice is stable).
@@ -57,23 +58,23 @@ class FolderSummary:
 
     class_counts: tuple[tuple[str, int], ...]
     """Predicted (top-1) classes with their number of photos, most frequent first."""
-    least_confident: tuple[ImageRecord, ...]
-    near_misses: tuple[ImageRecord, ...]
+    least_confident: tuple[PhotoRecord, ...]
+    near_misses: tuple[PhotoRecord, ...]
     """Photos whose two best classes are within NEAR_MISS_MARGIN, closest first."""
     labelled: int = 0
     top1_accuracy: float | None = None
     top5_accuracy: float | None = None
     per_class: tuple[ClassScore, ...] = ()
-    mistakes: tuple[ImageRecord, ...] = ()
+    mistakes: tuple[PhotoRecord, ...] = ()
 
 
-def margin(photo: ImageRecord) -> float:
+def margin(photo: PhotoRecord) -> float:
     """How far the best class is ahead of the second."""
     probs = [p.probability for p in photo.top5]
     return probs[0] - probs[1] if len(probs) > 1 else probs[0]
 
 
-def summarize_folder(photos: Sequence[ImageRecord]) -> FolderSummary:
+def summarize_folder(photos: Sequence[PhotoRecord]) -> FolderSummary:
     """Class distribution, the least confident photos, near-misses, and accuracy where known."""
     counts = Counter(p.top5[0].label for p in photos)
     by_confidence = sorted(photos, key=lambda p: (p.top5[0].probability, p.source))
@@ -89,7 +90,7 @@ def summarize_folder(photos: Sequence[ImageRecord]) -> FolderSummary:
     if not labelled:
         return summary
 
-    def hit(p: ImageRecord, k: int) -> bool:
+    def hit(p: PhotoRecord, k: int) -> bool:
         return any(t.label == p.truth for t in p.top5[:k])
 
     per_class = []

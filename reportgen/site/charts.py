@@ -11,14 +11,14 @@ import io
 import json
 from collections.abc import Sequence
 
+from ..records import PhotoRecord
 from .folder import FolderSummary, margin
-from .records import ImageRecord
 
 CHART_NAMES = ("classes", "confidence", "margin")
 TOP_CLASSES = 15
 
 
-def chart_key(photos: Sequence[ImageRecord], summary: FolderSummary) -> str:
+def chart_key(photos: Sequence[PhotoRecord], summary: FolderSummary) -> str:
     """Hash of everything the charts show."""
     data = {
         "classes": summary.class_counts[:TOP_CLASSES],
@@ -28,7 +28,7 @@ def chart_key(photos: Sequence[ImageRecord], summary: FolderSummary) -> str:
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
-def draw(photos: Sequence[ImageRecord], summary: FolderSummary) -> dict[str, bytes]:
+def draw(photos: Sequence[PhotoRecord], summary: FolderSummary) -> dict[str, bytes]:
     """PNG bytes of each chart, by name (no metadata, so the same data gives the same bytes)."""
     import matplotlib
 

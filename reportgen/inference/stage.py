@@ -1,0 +1,190 @@
+"""The inference stage: run the model over the photos the cache lacks, filling the cache.
+
+Records and pictures go into the cache as each batch finishes, so whatever finished before an
+interruption is reused by the next build.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cache import ResultCache
+from ..config import CPU_BATCH_SIZE, CPU_WORKERS, GPU_BATCH_SIZE, MAX_GPU_WORKERS, Config
+from ..decoding import preprocess
+from ..errors import BuildError
+from ..files import write_atomic
+from ..layout import layer_grids
+from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source
+from ..weights import WeightsSpec
+from . import pictures
+from .memory import WarmHeap
+from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
+from .pipeline import BatchOutput, Decoding, PhotoDataset, run_batches
+
+PROBABILITY_DIGITS = 6
+STAT_DIGITS = 4
+# Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
+PENDING_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What running the model left besides the cache's new entries."""
+
+    model: ModelEntry
+    device: str
+    load_seconds: float
+    """Time to load and describe the model (the rest of the stage is inference)."""
+
+
+def run_model(
+    weights: WeightsSpec,
+    todo: Sequence[Source],
+    keys: Mapping[str, str],
+    cache: ResultCache,
+    config: Config,
+    *,
+    progress: bool,
+    described: ModelEntry | None = None,
+) -> ModelRun:
+    """Load the model, describe it, and fill the cache for every photo in ``todo``.
+
+    Args:
+        keys: each photo's cache key, by its relative path.
+        described: the model's description from the cache, when it has one (not redrawn).
+
+    Raises:
+        ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
+    """
+    start = time.perf_counter()
+    device = pick_device(config.device)
+    batch_size, workers = defaults(config, device)
+    photos = PhotoDataset(
+        todo, max_pixels=config.max_pixels, allow_truncated=config.allow_truncated
+    )
+    decoding = Decoding(photos, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
+    try:
+        with decoding:
+            # The workers are decoding already, while torchvision is imported and the model loaded.
+            loaded = load_model(weights)
+            preprocess.check_matches(loaded.transforms)
+            entry = described or _describe(loaded, cache)
+            loaded_at = time.perf_counter()
+            if todo:
+                grids = layer_grids(config.layers, entry.summary.output_shapes)
+                batches = run_batches(
+                    loaded, decoding, device, grids, shared=config.normalize == "layer"
+                )
+                todo_keys = [keys[s.rel] for s in todo]
+                _fill_cache(batches, todo_keys, entry.categories, cache, progress)
+    except RuntimeError as exc:
+        # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
+        if "DataLoader worker" in str(exc):
+            raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
+        raise
+    return ModelRun(entry, str(device), loaded_at - start)
+
+
+def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
+    """The model page's facts and the kernels picture, stored in the cache."""
+    kernels = pictures.kernel_grid(conv1_kernels(loaded.model))
+    write_atomic(cache.kernels_picture, pictures.encode_png(kernels))
+    entry = ModelEntry(summary=summarize(loaded), categories=loaded.categories)
+    cache.store_model(entry)
+    return entry
+
+
+def defaults(config: Config, device: torch.device) -> tuple[int, int]:
+    """Batch size and worker count, where the user left them to us."""
+    gpu = device.type != "cpu"
+    batch = config.batch_size or (GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE)
+    if config.workers is not None:
+        return batch, config.workers
+    if not gpu:
+        return batch, CPU_WORKERS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return batch, min(MAX_GPU_WORKERS, max(1, (cores or 1) - 1))
+
+
+def _fill_cache(
+    batches: Iterator[tuple[BatchOutput | None, list[tuple[int, str]]]],
+    keys: Sequence[str],
+    categories: Sequence[str],
+    cache: ResultCache,
+    progress: bool,
+) -> None:
+    """Store what the model made of each batch; its pictures are encoded while the next batch
+    runs (JPEG encoding releases the GIL, so one thread overlaps it with the forward pass)."""
+    pending: deque[Future[None]] = deque()
+    bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
+    with WarmHeap() as memory, encoder:
+        try:
+            for output, errors in batches:
+                for index, reason in errors:
+                    cache.store_unusable(keys[index], reason)
+                if output is not None:
+                    batch_keys = [keys[i] for i in output.indices]
+                    pending.append(
+                        encoder.submit(_store_batch, batch_keys, output, categories, cache)
+                    )
+                while len(pending) > PENDING_BATCHES:
+                    pending.popleft().result()
+                bar.update(len(errors) + (len(output.indices) if output else 0))
+                memory.check()
+            while pending:
+                pending.popleft().result()
+        finally:
+            bar.close()
+
+
+def _store_batch(
+    keys: Sequence[str], output: BatchOutput, categories: Sequence[str], cache: ResultCache
+) -> None:
+    """Encode one batch's pictures into the cache, then store each photo's record."""
+    for row, (key, record) in enumerate(zip(keys, _records(output, categories), strict=True)):
+        write_atomic(cache.picture(key, "input"), output.crops[row])
+        for layer, grids in output.grids.items():
+            write_atomic(cache.picture(key, layer), pictures.encode_jpeg(grids[row]))
+        cache.store(key, record)
+
+
+def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRecord]:
+    """Each photo's record, from one batch's output.
+
+    Numbers are rounded for the whole batch at once, from float64, so 0.1234 is stored as 0.1234.
+    """
+    heat, per_photo = pictures.heat_pngs(output.cams), output.cams.shape[1]
+    conv1_mean = _rounded(output.conv1_mean, STAT_DIGITS)
+    conv1_max = _rounded(output.conv1_max, STAT_DIGITS)
+    ranges = {layer: _rounded(r, STAT_DIGITS) for layer, r in output.ranges.items()}
+    top_probs = _rounded(output.top_probs, PROBABILITY_DIGITS)
+    for row, (width, height, frames) in enumerate(output.sizes):
+        cams = heat[row * per_photo : (row + 1) * per_photo]
+        yield PhotoRecord(
+            width=width,
+            height=height,
+            frames=frames,
+            top5=tuple(
+                Prediction(i, categories[i], p)
+                for i, p in zip(output.top_indices[row].tolist(), top_probs[row], strict=True)
+            ),
+            cams=tuple("data:image/png;base64," + base64.b64encode(png).decode() for png in cams),
+            conv1_mean=tuple(conv1_mean[row]),
+            conv1_max=tuple(conv1_max[row]),
+            ranges=tuple(LayerRange(n, *r[row]) for n, r in ranges.items()),
+        )
+
+
+def _rounded(values: np.ndarray, digits: int) -> list[list[float]]:
+    return np.round(values.astype(np.float64), digits).tolist()
