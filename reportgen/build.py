@@ -18,7 +18,7 @@ from pathlib import Path
 from .cache import ResultCache, Unusable, fingerprint
 from .config import Config
 from .discover import discover
-from .errors import InputError, UsageError
+from .errors import BuildError, InputError, UsageError, os_error_message
 from .files import write_atomic
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .site import charts as site_charts
@@ -90,10 +90,14 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     out = OutputFolder(config.out_dir)
     out.check(input_dir=input_dir, force=config.force)
     clock = _Stopwatch()
-    gathered = gather(config, input_dir, clock, progress=progress)
-    analysed = analyse(gathered, input_dir)
-    clock.lap("summary")
-    write(config, out, gathered, analysed, clock, progress=progress)
+    try:
+        with out.lock(wait=config.wait):
+            gathered = gather(config, input_dir, clock, progress=progress)
+            analysed = analyse(gathered, input_dir)
+            clock.lap("summary")
+            write(config, out, gathered, analysed, clock, progress=progress)
+    except OSError as exc:
+        raise BuildError(f"{os_error_message(exc)} (the previous site is unchanged)") from exc
     return BuildResult(
         out_dir=config.out_dir,
         photos=tuple(analysed.photos),
@@ -123,18 +127,18 @@ def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
     model = None if config.full else cache.load_model()
-    device = None
+    device, unread = None, {}
     clock.lap("discover")
     if todo or model is None:
         from .inference.stage import run_model  # torch is imported here, and only here
 
         clock.lap("import torch")
         run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
-        model, device = run.model, run.device
+        model, device, unread = run.model, run.device, run.unread
         clock["load model"] = run.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
-    photos, skipped = _placed(sources, keys, stored)
+    photos, skipped = _placed(sources, keys, stored, unread)
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
         log.warning("skipped %s: %s", item.source, item.reason)
@@ -162,14 +166,18 @@ def _placed(
     sources: list[Source],
     keys: dict[str, str],
     stored: dict[str, PhotoRecord | Unusable | None],
+    unread: dict[str, str],
 ) -> tuple[list[PhotoRecord], list[Skipped]]:
     """Every usable photo's record, placed in the folder, in source order; and the rest."""
     photos: list[PhotoRecord] = []
     skipped: list[Skipped] = []
     for source in sources:
         entry = stored.get(source.rel)
-        if entry is None:  # only if the cache folder was changed under us
-            skipped.append(Skipped(source.rel, "its result went missing from the cache"))
+        if entry is None:
+            key = keys[source.rel]
+            # Absent from unread only if the cache folder was changed under us.
+            reason = unread.get(key, "its result went missing from the cache")
+            skipped.append(Skipped(source.rel, reason))
         elif isinstance(entry, Unusable):
             skipped.append(Skipped(source.rel, entry.reason))
         else:
@@ -225,10 +233,14 @@ def write(
         chart_sizes={name: _png_size(path) for name, path in analysed.charts.items()},
     )
     staging = out.begin()
-    _stage_pictures(analysed, gathered.cache, staging)
-    write_site(site, staging.write, progress=progress)
-    clock.lap("pages")
-    staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
+    try:
+        _stage_pictures(analysed, gathered.cache, staging)
+        write_site(site, staging.write, progress=progress)
+        clock.lap("pages")
+        staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
+    except BaseException:
+        out.discard_staging()  # a full disk gets its space back at once
+        raise
     if config.cache is None:
         gathered.cache.prune(set(gathered.keys), charts=set(analysed.charts.values()))
     clock.lap("commit")

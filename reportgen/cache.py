@@ -32,7 +32,7 @@ log = logging.getLogger("reportgen")
 PICTURES_VERSION = 3  # 3: levels by one multiply-add, heat maps scaled in float64
 # Written into every entry: bump when a stored record changes shape or meaning. Entries of another
 # format are recomputed (their pictures keep their names).
-ENTRY_FORMAT = 4  # 4: one generic PhotoRecord
+ENTRY_FORMAT = 5  # 4: one generic PhotoRecord; 5: numbers unrounded
 
 
 def fingerprint(weights: WeightsSpec, config: Config) -> str:
@@ -99,7 +99,7 @@ class ResultCache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.info("cache entry %s is damaged (%s); recomputing it", path.name, exc)
             return None
-        if not all(self.picture(key, kind).is_file() for kind in self.kinds):
+        if not all(_nonempty(self.picture(key, kind)) for kind in self.kinds):
             return None
         return record
 
@@ -137,7 +137,7 @@ class ResultCache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.info("cached model description is damaged (%s); rebuilding it", exc)
             return None
-        return entry if self.kernels_picture.is_file() else None
+        return entry if _nonempty(self.kernels_picture) else None
 
     def store_model(self, entry: ModelEntry) -> None:
         """Record the model's description; call after the kernels picture is written."""
@@ -162,6 +162,15 @@ class ResultCache:
         for path in sorted((self.root / "models").glob("*")):
             if path.is_dir() and path != self._model_dir:
                 shutil.rmtree(path)
+
+
+def _nonempty(path: Path) -> bool:
+    """Whether ``path`` is a file with something in it (pictures are written whole or not at all,
+    but a user's tools may still empty one)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _dumps(data: Any) -> bytes:

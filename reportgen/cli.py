@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from . import __version__
 from .api import build_site
 from .build import BuildResult
 from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
-from .errors import ReportgenError
+from .errors import ReportgenError, os_error_message
 
 PROG = "reportgen"
 
@@ -67,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)",
     )
+    build.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error"
+    )
     return parser
 
 
@@ -81,39 +87,66 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reportgen`` command; returns the exit code."""
+    """Entry point of the ``reportgen`` command; returns the exit code.
+
+    Every failure ends in one ``reportgen: error: …`` line: the library's own errors with their
+    exit codes, file-system errors with what to do, and anything else (a bug) with the path of a
+    log holding its traceback (shown instead with ``--debug``).
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command != "build":
         parser.print_help(sys.stderr)
         return 2
-
-    cli_values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-    config_file = args.config or default_config_file()
     try:
-        # Read here for --quiet and --strict; build_site reads the same values again.
-        config = load_config(cli_values, config_file)
-    except ReportgenError as exc:
-        _error(str(exc))
-        return exc.exit_code
-
-    _setup_logging()
-    progress = not config.quiet and sys.stderr.isatty()
-    options = {k: v for k, v in cli_values.items() if v is not None}
-    try:
-        result = build_site(config_file=config_file, progress=progress, **options)
+        return _build(args)
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         _error("interrupted; finished photos are cached for the next build")
         return 130
+    except OSError as exc:
+        _error(os_error_message(exc))
+        return 1
+    except Exception:
+        if args.debug:
+            raise
+        _error(_internal_error())
+        return 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    """``reportgen build``: the options, the library call, and the closing line."""
+    cli_values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    config_file = args.config or default_config_file()
+    # Read here for --quiet and --strict; build_site reads the same values again.
+    config = load_config(cli_values, config_file)
+    _setup_logging()
+    progress = not config.quiet and sys.stderr.isatty()
+    options = {k: v for k, v in cli_values.items() if v is not None}
+    result = build_site(config_file=config_file, progress=progress, **options)
     if not config.quiet:
         print(f"{PROG}: {_summary(result)}", file=sys.stderr)
     if config.strict and result.skipped:
         _error(f"{len(result.skipped)} file(s) skipped (--strict)")
         return 1
     return 0
+
+
+def _internal_error() -> str:
+    """Keep the traceback of the exception being handled in a log file; say where."""
+    exc = sys.exc_info()[1]
+    summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    try:
+        fd, path = tempfile.mkstemp(prefix="reportgen-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"reportgen {__version__}, Python {sys.version.split()[0]}\n")
+            fh.write(traceback.format_exc())
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "run again with --debug to see the traceback"
+    return f"internal error ({summary}); please report this: {where}"
 
 
 def _summary(result: BuildResult) -> str:

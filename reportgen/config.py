@@ -124,6 +124,11 @@ class Config:
         "(other files are never touched)",
         flag="--force",
     )
+    wait: bool = _option(
+        False,
+        "when another build is writing to OUT_DIR, wait for it to finish instead of stopping",
+        flag="--wait",
+    )
     quiet: bool = _option(
         False,
         "no progress bars and no summary line (skipped files are still reported)",
@@ -224,6 +229,7 @@ PARSERS: dict[str, Parser] = {
     "allow_truncated": _bool,
     "strict": _bool,
     "force": _bool,
+    "wait": _bool,
     "quiet": _bool,
 }
 

@@ -6,12 +6,14 @@ import hashlib
 import os
 from pathlib import Path
 
+from .files import NotRegularFile, open_regular
 from .records import Skipped, Source
+
+_CHUNK = 1 << 20
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 )
-_CHUNK = 1 << 20
 
 
 def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Source], list[Skipped]]:
@@ -50,6 +52,9 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
             rel = path.relative_to(root).as_posix()
             try:
                 size, digest = _hash_file(path)
+            except NotRegularFile as exc:
+                skipped.append(Skipped(rel, f"not a photo: it {exc}"))
+                continue
             except OSError as exc:
                 skipped.append(Skipped(rel, f"cannot be read ({exc.strerror or exc})"))
                 continue
@@ -63,7 +68,7 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
 def _hash_file(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)

@@ -5,6 +5,8 @@ The CLI turns each of these into a one-line message and an exit code; anything e
 
 from __future__ import annotations
 
+import errno
+
 
 class ReportgenError(Exception):
     """Base class of every error meant for the user; carries the process exit code."""
@@ -42,6 +44,27 @@ class WeightsError(ReportgenError):
 
 
 class BuildError(ReportgenError):
-    """The build itself failed (a worker process died, the disk is full, ...)."""
+    """The build itself failed (a worker process died, the disk is full, another build holds the
+    output folder, ...)."""
 
     exit_code = 1
+
+
+# What a user can do about the file-system errors a build meets.
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space, or choose another --out or --cache",
+    errno.EDQUOT: "the disk quota is used up: free some space, or choose another --out or --cache",
+    errno.EACCES: "choose a folder you may write to (--out, --cache), or change its permissions",
+    errno.EPERM: "choose a folder you may write to (--out, --cache), or change its permissions",
+    errno.EROFS: "the file system is read-only: choose another --out or --cache",
+    errno.ENOENT: "something removed it while the build ran; build again",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or lower --workers",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a file-system error: which path, what happened, what to do."""
+    where = f" {exc.filename!s}" if exc.filename else ""
+    what = (exc.strerror or str(exc)).rstrip(".")
+    advice = _ADVICE.get(exc.errno or 0, "check the path and build again")
+    return f"{what}:{where}; {advice}"

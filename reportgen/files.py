@@ -1,10 +1,59 @@
-"""Writing files so that no reader ever sees half of one."""
+"""Files: written so that no reader ever sees half of one; read only when they are regular files."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
+
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+class NotRegularFile(OSError):
+    """A path names a pipe, socket, device or folder, which reportgen never reads."""
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file of ``mode`` is, if it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """The regular file at ``path``, open for reading (unbuffered).
+
+    Checked before opening (a socket cannot even be opened), then opened without blocking and
+    checked again on the descriptor: a named pipe never hangs the open, and a file swapped for one
+    in between is still refused.
+
+    Raises:
+        NotRegularFile: ``path`` is a pipe, socket, device or folder.
+        OSError: it cannot be opened.
+    """
+    kind = kind_of(os.stat(path).st_mode)
+    if kind is not None:
+        raise NotRegularFile(f"is {kind}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise NotRegularFile(f"is {kind}")
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at ``path`` (see :func:`open_regular`)."""
+    with open_regular(path) as fh:
+        return fh.readall()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -22,17 +71,31 @@ def write_atomic(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, _NEW_FILE, 0o666)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        _write_all(fd, data, path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(tmp)
         raise
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file in a folder that exists and that no one else reads yet (a staging area)."""
+    _write_all(os.open(path, _NEW_FILE, 0o666), data, path)
+
+
+def _write_all(fd: int, data: bytes, path: Path) -> None:
+    """Write all of ``data`` to ``fd`` and close it; an error names ``path``."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # os.write's errors name no file
+        raise
+    finally:
+        os.close(fd)
 
 
 # O_NOFOLLOW: a symlink planted where the temporary file goes is not written through.

@@ -73,3 +73,17 @@ def test_max_pixels_refuses_large_images(tmp_path):
         UnreadableImage, match="too large: 100x100 pixels is over the limit of 5000"
     ):
         open_rgb(path, max_pixels=5000)
+
+
+def test_any_parser_error_is_a_one_line_reason(tmp_path, monkeypatch):
+    """Pillow's parsers raise many types on hostile bytes (fuzzing found TypeError and KeyError
+    in its TIFF plugin): each becomes this file's one-line reason, never a crash."""
+    path = tmp_path / "odd.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+
+    def broken(image):
+        raise KeyError(274)
+
+    monkeypatch.setattr("reportgen.decoding.decode.ImageOps.exif_transpose", broken)
+    with pytest.raises(UnreadableImage, match=r"^corrupt image data \(KeyError: 274\)$"):
+        open_rgb(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..files import read_regular
 
 
 class UnreadableImage(Exception):
@@ -26,9 +29,9 @@ class Decoded:
 
 
 def open_rgb(
-    path: Path, *, max_pixels: int | None = None, allow_truncated: bool = False
+    photo: Path | bytes, *, max_pixels: int | None = None, allow_truncated: bool = False
 ) -> Decoded:
-    """Decode ``path`` to an upright 8-bit RGB image.
+    """Decode a photo (a file, or its bytes) to an upright 8-bit RGB image.
 
     EXIF orientation is applied; alpha is composited on white; 16- and 32-bit greys are scaled to
     8 bits rather than clipped; CMYK, palette, 1-bit and the rest go through Pillow's conversions.
@@ -36,15 +39,20 @@ def open_rgb(
 
     Raises:
         UnreadableImage: with a short reason (empty file, not an image, truncated, too large, ...).
+        OSError: the file cannot be read (:class:`~reportgen.files.NotRegularFile` for a pipe,
+            socket or device, which is never opened for reading).
     """
-    if path.stat().st_size == 0:
+    data = read_regular(photo) if isinstance(photo, Path) else photo
+    if not data:
         raise UnreadableImage("empty file")
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its limit; a bomb is a bomb.
+            # Pillow only warns between 1x and 2x its limit; a bomb is a bomb. Its other warnings
+            # (odd metadata it skipped) would reach the terminal from the workers unexplained.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 if limit is not None and img.width * img.height > limit:
                     raise UnreadableImage(
                         f"too large: {img.width}x{img.height} pixels is over the limit of {limit}"
@@ -63,7 +71,13 @@ def open_rgb(
     except OSError as exc:
         raise UnreadableImage(_os_reason(exc)) from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
-        raise UnreadableImage(f"corrupt image data ({exc})") from None
+        raise UnreadableImage(f"corrupt image data ({_first_line(exc)})") from None
+    except Exception as exc:
+        # Pillow's parsers meet hostile bytes with many other exception types (the fuzz tests
+        # found TypeError and KeyError in its TIFF plugin): each is this file's problem, named.
+        raise UnreadableImage(
+            f"corrupt image data ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     return Decoded(image=rgb, width=rgb.width, height=rgb.height, frames=frames)
 
 
@@ -75,6 +89,11 @@ def _load(img: Image.Image, allow_truncated: bool) -> None:
         img.load()
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _os_reason(exc: OSError) -> str:

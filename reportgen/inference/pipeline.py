@@ -9,6 +9,7 @@ folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..decoding import preprocess
 from ..decoding.decode import UnreadableImage, open_rgb
+from ..files import NotRegularFile, read_regular
 from ..layout import Grid
 from ..records import Source
 from . import pictures
@@ -31,9 +33,21 @@ READ_AHEAD = 512
 """Photos the workers may decode ahead of the model (77 MB of crops)."""
 
 
+@dataclass(frozen=True)
+class DecodeFailure:
+    """Why a photo could not be decoded."""
+
+    index: int
+    reason: str
+    lasting: bool
+    """True when it is the photo's bytes that cannot be used (kept in the cache); False when
+    the file could not be read as it was found (it vanished or changed): then the next build
+    tries again."""
+
+
 @dataclass
 class DecodedPhoto:
-    """One photo as a worker decoded it (``pixels`` set), or why it could not (``error`` set)."""
+    """One photo as a worker decoded it (``pixels`` set), or why it could not (``failure``)."""
 
     index: int
     pixels: np.ndarray | None = None
@@ -43,7 +57,7 @@ class DecodedPhoto:
     width: int = 0
     height: int = 0
     frames: int = 1
-    error: str | None = None
+    failure: DecodeFailure | None = None
 
 
 @dataclass
@@ -55,7 +69,7 @@ class DecodedBatch:
     """(B, 224, 224, 3) uint8 crops; :func:`model_inputs` makes them the model's input."""
     sizes: list[tuple[int, int, int]]
     crops: list[bytes] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[DecodeFailure] = field(default_factory=list)
 
     def pin_memory(self) -> DecodedBatch:
         if self.pixels is not None:
@@ -90,31 +104,45 @@ class BatchOutput:
 
 class PhotoDataset(Dataset[DecodedPhoto]):
     """Decodes one photo per item into the 224x224 crop the model sees (and that crop as a JPEG);
-    a bad file becomes an error item.
+    a bad file becomes a failure item.
 
-    Runs in the DataLoader's worker processes and needs only Pillow (see
-    :mod:`reportgen.decoding.preprocess`).
+    Each photo's bytes are read once and checked against the hash discovery found, so what the
+    cache keeps under that hash is always made from those bytes. Runs in the DataLoader's worker
+    processes and needs only Pillow (see :mod:`reportgen.decoding.preprocess`).
     """
 
     def __init__(
         self, sources: Sequence[Source], *, max_pixels: int | None, allow_truncated: bool
     ) -> None:
         self.paths = [s.path for s in sources]
+        self.hashes = [s.sha256 for s in sources]
         self.max_pixels = max_pixels
         self.allow_truncated = allow_truncated
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def read(self, index: int) -> bytes | DecodeFailure:
+        """The photo's bytes as discovery hashed them, or why they cannot be had now."""
+        try:
+            data = read_regular(self.paths[index])
+        except OSError as exc:
+            reason = str(exc) if isinstance(exc, NotRegularFile) else exc.strerror or str(exc)
+            return DecodeFailure(index, f"cannot be read now ({reason})", lasting=False)
+        if hashlib.sha256(data).hexdigest() != self.hashes[index]:
+            return DecodeFailure(index, "changed while the build ran; build again", lasting=False)
+        return data
+
     def __getitem__(self, index: int) -> DecodedPhoto:
+        data = self.read(index)
+        if isinstance(data, DecodeFailure):
+            return DecodedPhoto(index, failure=data)
         try:
             decoded = open_rgb(
-                self.paths[index], max_pixels=self.max_pixels, allow_truncated=self.allow_truncated
+                data, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated
             )
         except UnreadableImage as exc:
-            return DecodedPhoto(index=index, error=str(exc))
-        except OSError as exc:
-            return DecodedPhoto(index=index, error=f"cannot be read ({exc.strerror or exc})")
+            return DecodedPhoto(index, failure=DecodeFailure(index, str(exc), lasting=True))
         pixels = np.asarray(preprocess.crop_for_model(decoded.image))
         crop = pictures.encode_jpeg(pixels)
         return DecodedPhoto(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
@@ -128,7 +156,7 @@ def collate(items: list[DecodedPhoto]) -> DecodedBatch:
         pixels=torch.from_numpy(np.stack([it.pixels for it in good])) if good else None,
         sizes=[(it.width, it.height, it.frames) for it in good],
         crops=[it.crop for it in good],
-        errors=[(it.index, it.error or "unknown error") for it in items if it.pixels is None],
+        failures=[it.failure for it in items if it.failure is not None],
     )
 
 
@@ -208,11 +236,11 @@ def run_batches(
     grids: dict[str, Grid],
     *,
     shared: bool = False,
-) -> Iterator[tuple[BatchOutput | None, list[tuple[int, str]]]]:
+) -> Iterator[tuple[BatchOutput | None, list[DecodeFailure]]]:
     """Run every decoded photo through the model on ``device``.
 
     Yields, per batch, what the model made of the photos that decoded (None when none did) and
-    the (index, reason) of those that did not. ``grids`` names the layers to draw ('conv1' first)
+    why the others did not. ``grids`` names the layers to draw ('conv1' first)
     and their layouts; ``shared`` scales all maps of a layer together.
     """
     model = prepare(loaded.model, device)
@@ -234,7 +262,7 @@ def run_batches(
         stack.enter_context(torch.inference_mode())
         for batch in decoding:
             if batch.pixels is None:
-                yield None, batch.errors
+                yield None, batch.failures
                 continue
             logits = model(model_inputs(batch.pixels, loaded.transforms, device))
             top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(TOPK, dim=1)
@@ -252,4 +280,4 @@ def run_batches(
                 grids={n: pictures.grey_grids(a.levels, grids[n]) for n, a in layers.items()},
                 ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
             )
-            yield output, batch.errors
+            yield output, batch.failures

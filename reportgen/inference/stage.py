@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,10 +28,8 @@ from ..weights import WeightsSpec
 from . import pictures
 from .memory import WarmHeap
 from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
-from .pipeline import BatchOutput, Decoding, PhotoDataset, run_batches
+from .pipeline import BatchOutput, DecodeFailure, Decoding, PhotoDataset, run_batches
 
-PROBABILITY_DIGITS = 6
-STAT_DIGITS = 4
 # Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
 PENDING_BATCHES = 2
 
@@ -45,6 +42,9 @@ class ModelRun:
     device: str
     load_seconds: float
     """Time to load and describe the model (the rest of the stage is inference)."""
+    unread: dict[str, str]
+    """Why photos that could not be read as they were found were left out, by cache key (not
+    kept in the cache: the next build tries again)."""
 
 
 def run_model(
@@ -80,19 +80,20 @@ def run_model(
             preprocess.check_matches(loaded.transforms)
             entry = described or _describe(loaded, cache)
             loaded_at = time.perf_counter()
+            unread: dict[str, str] = {}
             if todo:
                 grids = layer_grids(config.layers, entry.summary.output_shapes)
                 batches = run_batches(
                     loaded, decoding, device, grids, shared=config.normalize == "layer"
                 )
                 todo_keys = [keys[s.rel] for s in todo]
-                _fill_cache(batches, todo_keys, entry.categories, cache, progress)
+                unread = _fill_cache(batches, todo_keys, entry.categories, cache, progress)
     except RuntimeError as exc:
         # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
         if "DataLoader worker" in str(exc):
             raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
         raise
-    return ModelRun(entry, str(device), loaded_at - start)
+    return ModelRun(entry, str(device), loaded_at - start, unread)
 
 
 def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
@@ -117,22 +118,29 @@ def defaults(config: Config, device: torch.device) -> tuple[int, int]:
 
 
 def _fill_cache(
-    batches: Iterator[tuple[BatchOutput | None, list[tuple[int, str]]]],
+    batches: Iterator[tuple[BatchOutput | None, list[DecodeFailure]]],
     keys: Sequence[str],
     categories: Sequence[str],
     cache: ResultCache,
     progress: bool,
-) -> None:
+) -> dict[str, str]:
     """Store what the model made of each batch; its pictures are encoded while the next batch
-    runs (JPEG encoding releases the GIL, so one thread overlaps it with the forward pass)."""
+    runs (JPEG encoding releases the GIL, so one thread overlaps it with the forward pass).
+
+    Returns why photos that could not be read as they were found were left out, by key.
+    """
+    unread: dict[str, str] = {}
     pending: deque[Future[None]] = deque()
     bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
     with WarmHeap() as memory, encoder:
         try:
-            for output, errors in batches:
-                for index, reason in errors:
-                    cache.store_unusable(keys[index], reason)
+            for output, failures in batches:
+                for failure in failures:
+                    if failure.lasting:
+                        cache.store_unusable(keys[failure.index], failure.reason)
+                    else:
+                        unread[keys[failure.index]] = failure.reason
                 if output is not None:
                     batch_keys = [keys[i] for i in output.indices]
                     pending.append(
@@ -140,12 +148,13 @@ def _fill_cache(
                     )
                 while len(pending) > PENDING_BATCHES:
                     pending.popleft().result()
-                bar.update(len(errors) + (len(output.indices) if output else 0))
+                bar.update(len(failures) + (len(output.indices) if output else 0))
                 memory.check()
             while pending:
                 pending.popleft().result()
         finally:
             bar.close()
+    return unread
 
 
 def _store_batch(
@@ -162,13 +171,13 @@ def _store_batch(
 def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRecord]:
     """Each photo's record, from one batch's output.
 
-    Numbers are rounded for the whole batch at once, from float64, so 0.1234 is stored as 0.1234.
+    Numbers are kept whole (float32's values, exactly): whatever shows them rounds them once.
     """
     heat, per_photo = pictures.heat_pngs(output.cams), output.cams.shape[1]
-    conv1_mean = _rounded(output.conv1_mean, STAT_DIGITS)
-    conv1_max = _rounded(output.conv1_max, STAT_DIGITS)
-    ranges = {layer: _rounded(r, STAT_DIGITS) for layer, r in output.ranges.items()}
-    top_probs = _rounded(output.top_probs, PROBABILITY_DIGITS)
+    conv1_mean = output.conv1_mean.tolist()
+    conv1_max = output.conv1_max.tolist()
+    ranges = {layer: r.tolist() for layer, r in output.ranges.items()}
+    top_probs = output.top_probs.tolist()
     for row, (width, height, frames) in enumerate(output.sizes):
         cams = heat[row * per_photo : (row + 1) * per_photo]
         yield PhotoRecord(
@@ -184,7 +193,3 @@ def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRe
             conv1_max=tuple(conv1_max[row]),
             ranges=tuple(LayerRange(n, *r[row]) for n, r in ranges.items()),
         )
-
-
-def _rounded(values: np.ndarray, digits: int) -> list[list[float]]:
-    return np.round(values.astype(np.float64), digits).tolist()

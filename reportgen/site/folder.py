@@ -60,7 +60,10 @@ class FolderSummary:
     """Predicted (top-1) classes with their number of photos, most frequent first."""
     least_confident: tuple[PhotoRecord, ...]
     near_misses: tuple[PhotoRecord, ...]
-    """Photos whose two best classes are within NEAR_MISS_MARGIN, closest first."""
+    """The closest LISTED of the photos whose two best classes are within NEAR_MISS_MARGIN,
+    closest first."""
+    near_miss_count: int = 0
+    """How many photos are near-misses (``near_misses`` lists at most LISTED)."""
     labelled: int = 0
     top1_accuracy: float | None = None
     top5_accuracy: float | None = None
@@ -86,6 +89,7 @@ def summarize_folder(photos: Sequence[PhotoRecord]) -> FolderSummary:
         class_counts=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         least_confident=tuple(by_confidence[:LISTED]),
         near_misses=tuple(near[:LISTED]),
+        near_miss_count=len(near),
     )
     if not labelled:
         return summary

@@ -8,17 +8,24 @@ moved into place once complete, so an interrupted build leaves the previous site
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from ..errors import UsageError
-from ..files import write_atomic
+from ..errors import BuildError, UsageError
+from ..files import write_atomic, write_new
+
+log = logging.getLogger("reportgen")
 
 STATE_DIR = ".reportgen"
 MANIFEST = "manifest.json"
 STAGING = "staging"
+LOCK = "lock"
 MANIFEST_VERSION = 1
 
 
@@ -57,7 +64,8 @@ class OutputFolder:
             )
         if not self.root.is_dir() or self.is_reportgen_site() or force:
             return
-        if any(self.root.iterdir()):
+        # Only reportgen's own state (a first build that was interrupted) counts as empty.
+        if any(entry.name != STATE_DIR for entry in self.root.iterdir()):
             raise UsageError(
                 f"output folder {str(self.root)!r} is not empty and is not a reportgen site; "
                 "choose another --out, empty it, or pass --force to add the site beside its files"
@@ -74,6 +82,40 @@ class OutputFolder:
             return set()
         files = data.get("files", []) if isinstance(data, dict) else []
         return {f for f in files if isinstance(f, str)}
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = False) -> Iterator[None]:
+        """Hold the folder's build lock: one build at a time writes to an output folder.
+
+        An OS file lock (``flock``) on ``OUT/.reportgen/lock``, so the kernel releases it when a
+        build dies, however it dies. The file keeps the holder's process id, for the message.
+
+        Raises:
+            BuildError: another build holds the lock (unless ``wait``: then wait for it).
+        """
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                if not wait:
+                    raise BuildError(
+                        f"another build (pid {holder}) is writing to {str(self.root)!r}; wait "
+                        "for it to finish, or pass --wait to start when it has"
+                    ) from None
+                log.warning("waiting for the build (pid %s) writing to %s", holder, self.root)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def discard_staging(self) -> None:
+        """Remove a half-written new site (best effort: the next build removes it too)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def begin(self) -> Staging:
         """Start a fresh staging area (discarding an interrupted one: it is ours)."""
@@ -98,7 +140,7 @@ class Staging:
         return target
 
     def write(self, rel: str, data: bytes) -> None:
-        self.path(rel).write_bytes(data)
+        write_new(self.path(rel), data)
 
     def link(self, rel: str, existing: Path) -> None:
         """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.

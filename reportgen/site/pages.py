@@ -197,6 +197,14 @@ class PageWriter:
         )
 
 
+PROBABILITY_DIGITS = 6
+
+
+def exported(probability: float) -> float:
+    """A probability as the exports give it: rounded once, to 6 decimals."""
+    return round(probability, PROBABILITY_DIGITS)
+
+
 def search_index(site: SiteContent) -> bytes:
     """``search-index.js``: what the index's filter needs of every photo, loaded on first use."""
     photos = [
@@ -225,7 +233,7 @@ def predictions_csv(site: SiteContent) -> bytes:
     for p in sorted(site.photos, key=lambda p: p.source):
         row = [p.source, p.page, p.truth or ""]
         for t in p.top5:
-            row += [t.index, t.label, t.probability]
+            row += [t.index, t.label, exported(t.probability)]
         out.writerow(row)
     return buffer.getvalue().encode("utf-8")
 
@@ -240,7 +248,7 @@ def predictions_json(site: SiteContent) -> bytes:
                 "source": p.source,
                 "page": p.page,
                 "top5": [
-                    {"index": t.index, "label": t.label, "probability": t.probability}
+                    {"index": t.index, "label": t.label, "probability": exported(t.probability)}
                     for t in p.top5
                 ],
             }
