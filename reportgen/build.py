@@ -18,7 +18,7 @@ from pathlib import Path
 from .cache import ResultCache, Unusable, fingerprint
 from .config import Config
 from .discover import discover
-from .errors import BuildError, InputError, UsageError, os_error_message
+from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .site import charts as site_charts
@@ -39,8 +39,9 @@ class BuildResult:
     photos: tuple[PhotoRecord, ...]
     skipped: tuple[Skipped, ...]
     computed: int
-    """Photos run through the model by this build (the rest came from the cache)."""
+    """Photos reported that this build ran through the model."""
     reused: int
+    """Photos reported whose results came from the cache."""
     device: str | None
     """Where the model ran; None when it was not needed."""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -59,10 +60,8 @@ class Gathered:
     cache: ResultCache
     keys: frozenset[str]
     """The cache key of every photo found, usable or not."""
-    found: int
-    """Photos found (usable or not), the files that could not even be read aside."""
     computed: int
-    """Photos the model ran over in this build."""
+    """Photos reported that the model ran over in this build."""
     device: str | None
 
 
@@ -98,12 +97,16 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             write(config, out, gathered, analysed, clock, progress=progress)
     except OSError as exc:
         raise BuildError(f"{os_error_message(exc)} (the previous site is unchanged)") from exc
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; the previous site is unchanged") from None
     return BuildResult(
         out_dir=config.out_dir,
         photos=tuple(analysed.photos),
         skipped=tuple(gathered.skipped),
         computed=gathered.computed,
-        reused=gathered.found - gathered.computed,
+        reused=len(gathered.photos) - gathered.computed,
         device=gathered.device,
         timings=clock.laps,
     )
@@ -120,7 +123,7 @@ def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool
         raise InputError(f"no images found in {str(input_dir)!r}")
     weights = resolve_weights(config.weights, progress=progress)
     for warning in weights.warnings:
-        log.warning("%s", warning)
+        log.warning("%s (%s)", warning, weights.path)
     kinds = ("input", *config.layers)
     cache = ResultCache(config.cache or out_cache(config), fingerprint(weights, config), kinds)
     keys = {s.rel: cache.key(s.sha256) for s in sources}
@@ -133,12 +136,16 @@ def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool
         from .inference.stage import run_model  # torch is imported here, and only here
 
         clock.lap("import torch")
-        run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
+        try:
+            run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted(cache.stored)) from None
         model, device, unread = run.model, run.device, run.unread
         clock["load model"] = run.load_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
     photos, skipped = _placed(sources, keys, stored, unread)
+    computed_keys = {keys[s.rel] for s in todo}
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
         log.warning("skipped %s: %s", item.source, item.reason)
@@ -151,9 +158,19 @@ def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool
         weights=weights,
         cache=cache,
         keys=frozenset(keys.values()),
-        found=len(sources),
-        computed=len(todo),
+        computed=sum(1 for p in photos if p.key in computed_keys),
         device=device,
+    )
+
+
+def _interrupted(finished: int) -> str:
+    """What an interrupted inference leaves behind."""
+    if not finished:
+        return "interrupted before any photo was finished; the previous site is unchanged"
+    photos = "1 photo" if finished == 1 else f"{finished} photos"
+    return (
+        f"interrupted; the previous site is unchanged, and the {photos} finished so far are "
+        "cached: the next build starts from there"
     )
 
 
@@ -238,6 +255,12 @@ def write(
         write_site(site, staging.write, progress=progress)
         clock.lap("pages")
         staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
+    except KeyboardInterrupt:
+        out.discard_staging()
+        raise Interrupted(
+            "interrupted while writing the site; the previous site is unchanged, and every "
+            "photo is cached: the next build only writes the pages"
+        ) from None
     except BaseException:
         out.discard_staging()  # a full disk gets its space back at once
         raise

@@ -69,6 +69,8 @@ class ResultCache:
         self.fingerprint = fingerprint
         self.kinds = kinds
         """The pictures every record has: 'input' and the layers drawn."""
+        self.stored = 0
+        """Photo records stored through this object (by one thread: the encoder's)."""
 
     def key(self, content_sha256: str) -> str:
         """The key of a photo whose bytes hash to ``content_sha256``."""
@@ -106,6 +108,7 @@ class ResultCache:
     def store(self, key: str, record: PhotoRecord) -> None:
         """Keep a photo's record; call after its pictures are written."""
         self._write_entry(key, {"record": serial.dump(record)})
+        self.stored += 1
 
     def store_unusable(self, key: str, reason: str) -> None:
         """Keep the reason a photo cannot be used."""

@@ -22,7 +22,7 @@ from . import __version__
 from .api import build_site
 from .build import BuildResult
 from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
-from .errors import ReportgenError, os_error_message
+from .errors import Interrupted, ReportgenError, os_error_message
 
 PROG = "reportgen"
 
@@ -103,8 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code
+    except Interrupted as exc:
+        _error(str(exc))
+        return exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted; finished photos are cached for the next build")
+        _error("interrupted")
         return 130
     except OSError as exc:
         _error(os_error_message(exc))
@@ -151,15 +154,14 @@ def _internal_error() -> str:
 
 def _summary(result: BuildResult) -> str:
     """One line saying what the build did."""
-    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    pages = f"{len(result.photos)} photo page{'' if len(result.photos) == 1 else 's'}"
     if result.computed:
         work = f"{result.computed} computed on {result.device}, {result.reused} from the cache"
     else:
         work = "all from the cache"
-    return (
-        f"wrote {len(result.photos)} photo pages ({work}){skipped} to "
-        f"{result.out_dir / 'index.html'}"
-    )
+    count = len(result.skipped)
+    skipped = f"; {count} file{'' if count == 1 else 's'} skipped (see above)" if count else ""
+    return f"wrote {pages} ({work}) to {result.out_dir / 'index.html'}{skipped}"
 
 
 def _setup_logging() -> None:

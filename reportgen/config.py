@@ -8,8 +8,9 @@ reports *every* bad value at once before any model work starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,15 @@ class Config:
     layers: tuple[str, ...] = _option(
         ("conv1",),
         "convolutions to draw for each photo, comma-separated, from conv1..conv5 (conv1 is always "
-        "drawn, as in the notes)",
+        "drawn)",
         flag="--layers",
         metavar="LIST",
     )
     normalize: str = _option(
         "map",
         "how activation maps are scaled to grey: 'map' (each map from its own min to max, as the "
-        "notes) or 'layer' (all maps of a layer share one range, so their strengths compare)",
+        "classic AlexNet visualisations draw them) or 'layer' (all maps of a layer share one "
+        "range, so their strengths compare)",
         flag="--normalize",
         metavar="MODE",
     )
@@ -186,12 +188,31 @@ def _choice(choices: tuple[str, ...]) -> Parser:
     return parse
 
 
+WEIGHT_NAMES = ("pretrained", "random")
+
+
 def _weights(value: Any) -> str:
     if isinstance(value, Path):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be 'pretrained', 'random' or a path to a .pth file")
+    if value in WEIGHT_NAMES or Path(value).expanduser().exists():
+        return value
+    # A missing path is the weights' own error (exit 1, when they are resolved); a word that is
+    # almost one of the names is a typo, said now.
+    close = _close(value, WEIGHT_NAMES)
+    if close and "/" not in value and not Path(value).suffix:
+        raise ValueError(
+            f"{value!r} is neither 'pretrained', 'random' nor an existing file; "
+            f"did you mean {close!r}?"
+        )
     return value
+
+
+def _close(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` was most likely meant to be, if any is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _layers(value: Any) -> tuple[str, ...]:
@@ -261,8 +282,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigError([f"config file {str(path)!r}: not valid YAML ({reason})"]) from exc
+        raise ConfigError([f"config file {str(path)!r}: {_yaml_problem(exc)}"]) from exc
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -274,6 +294,15 @@ def default_config_file() -> Path | None:
     """``reportgen.yaml`` in the current folder, if there is one."""
     path = Path(DEFAULT_CONFIG_FILE)
     return path if path.is_file() else None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where a YAML file went wrong, and how, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"not valid YAML ({problem})"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1} ({problem})"
 
 
 def load_config(cli: Mapping[str, Any], config_file: Path | None = None) -> Config:
@@ -296,12 +325,17 @@ def load_config(cli: Mapping[str, Any], config_file: Path | None = None) -> Conf
     for key, value in file_values.items():
         name = _normalise_key(key)
         if name not in names:
-            problems.append(f"unknown key {str(key)!r} in {str(source)!r}")
+            close = _close(name, names)
+            hint = f" (did you mean {close.replace('_', '-')!r}?)" if close else ""
+            problems.append(f"unknown key {str(key)!r} in {str(source)!r}{hint}")
             continue
         merged[name] = value
     for name, value in cli.items():
         if name not in names:
-            problems.append(f"unknown option {name!r}")
+            close = _close(name, names)
+            problems.append(
+                f"unknown option {name!r}" + (f" (did you mean {close!r}?)" if close else "")
+            )
         elif value is not None:
             merged[name] = value
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 from .files import NotRegularFile, open_regular
 from .records import Skipped, Source
+from .site.output import STATE_DIR
+
+log = logging.getLogger("reportgen")
 
 _CHUNK = 1 << 20
 
@@ -21,7 +25,8 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
 
     Hidden files and folders are ignored, as are files without an image extension. Folder symlinks
     are followed once (a loop cannot hang the walk). ``exclude`` (the output folder, when it lies
-    inside the input) is not searched.
+    inside the input) is not searched, nor is any other reportgen site: its pictures are not
+    photos.
 
     Returns:
         The photos found, and the files that could not even be read (with the reason).
@@ -43,7 +48,9 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+            if not d.startswith(".")
+            and (excluded is None or (here / d).resolve() != excluded)
+            and not _is_site(here / d)
         )
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -73,3 +80,11 @@ def _hash_file(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+def _is_site(folder: Path) -> bool:
+    """Whether ``folder`` is a site reportgen wrote (its private state folder is there)."""
+    if (folder / STATE_DIR).is_dir():
+        log.info("not searching %s for photos: it is a reportgen site", folder)
+        return True
+    return False

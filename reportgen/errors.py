@@ -50,6 +50,15 @@ class BuildError(ReportgenError):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during a build; ``str()`` says what the build leaves behind.
+
+    Still a KeyboardInterrupt, so no ``except Exception`` swallows it.
+    """
+
+    exit_code = 130
+
+
 # What a user can do about the file-system errors a build meets.
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free some space, or choose another --out or --cache",

@@ -8,6 +8,7 @@ per-photo fact is one field here, the code that computes it, and the template th
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,9 +88,9 @@ class PhotoRecord:
         """This record as the photo at ``source`` (the cache's copy knows no file names)."""
         return dataclasses.replace(self, source=source.rel, file_size=source.size, key=key)
 
-    @property
+    @functools.cached_property
     def page(self) -> str:
-        """Site-relative URL of the photo's page."""
+        """Site-relative URL of the photo's page (worked out once: pages link to it often)."""
         return naming.photo_page(self.source)
 
     def picture(self, kind: str) -> str:
@@ -97,12 +98,12 @@ class PhotoRecord:
         'conv1' … 'conv5' (a layer's maps)."""
         return naming.photo_picture(self.key, kind)
 
-    @property
+    @functools.cached_property
     def crop(self) -> str:
         """Site-relative URL of the 224x224 crop the model saw."""
         return self.picture("input")
 
-    @property
+    @functools.cached_property
     def conv1(self) -> str:
         """Site-relative URL of the grid of conv1 output maps."""
         return self.picture("conv1")

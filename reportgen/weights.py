@@ -27,7 +27,7 @@ class WeightsSpec:
     """Resolved ``--weights``: what to load and how to name it."""
 
     label: str
-    """'pretrained', the local file's name, or 'random'."""
+    """'pretrained', the local file's base name, or 'random': what pages call the weights."""
     path: Path | None
     sha256: str | None
     warnings: tuple[str, ...] = ()
@@ -92,8 +92,10 @@ def resolve_weights(weights: str, *, progress: bool = False) -> WeightsSpec:
         raise WeightsError(f"weights file {str(path)!r} cannot be read ({exc.strerror})") from exc
     notes: tuple[str, ...] = ()
     if path.name == OFFICIAL_FILENAME and not sha.startswith(OFFICIAL_SHA256_PREFIX):
+        # Pages are published: they name the file by its base name, never where it lies here.
+        label = path.name
         notes = (
-            f"{str(path)!r} is named like torchvision's official file but its sha256 "
+            f"{path.name} is named like torchvision's official file but its sha256 "
             f"({sha[:12]}…) does not start with {OFFICIAL_SHA256_PREFIX}: these are not the "
             "official pretrained weights.",
         )

@@ -54,6 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for photo in SAMPLE_PHOTOS:
         shutil.copy(photo, src / photo.name)
     shutil.copy(SAMPLE_PHOTOS[0], src / 'odd <name> & "quotes".jpg')
+    shutil.copy(SAMPLE_PHOTOS[1], src / "a_very_long_holiday_photo_name_2024-07-14_beach.jpg")
     (src / "broken.jpg").write_text("not a photo")
     out = tmp_path_factory.mktemp("browser-out") / "site"
     assert (
@@ -218,6 +219,99 @@ def test_phone_layout_has_no_horizontal_scroll_on_the_index(browser, base_url):
         assert overflow <= 0
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         visit.page.screenshot(path=str(SCREENSHOTS / "index-phone.png"), full_page=True)
+    finally:
+        visit.close()
+
+
+# Each picture of the photo page: inside the viewport, or in a frame that scrolls and says so.
+PICTURES_SHOWN = """() => Array.from(document.querySelectorAll('main img')).map(img => {
+  const r = img.getBoundingClientRect();
+  const frame = img.closest('[data-scroll]');
+  const hint = frame && frame.previousElementSibling;
+  return {
+    src: img.getAttribute('src'),
+    fits: r.left >= 0 && r.right <= document.documentElement.clientWidth,
+    scrolls: !!frame && frame.scrollWidth > frame.clientWidth,
+    hinted: !!hint && hint.classList.contains('scroll-hint') && hint.offsetParent !== null,
+  };
+})"""
+
+
+def test_phone_photo_page_labels_each_picture_and_shows_or_scrolls_each_grid(
+    browser, base_url, site
+):
+    visit = Visit(browser, base_url + pages_to_check(site)["photo"], width=390)
+    try:
+        page = visit.page
+        labels = page.evaluate(
+            "() => Array.from(document.querySelectorAll('table.conv1-table td'), td => "
+            "[getComputedStyle(td, '::before').content, td.getBoundingClientRect().height > 0])"
+        )
+        assert labels == [
+            ['"input 3×224×224"', True],
+            ['"conv1 64×3×11×11"', True],
+            ['"output 64×55×55"', True],
+        ]
+        shown = page.evaluate(PICTURES_SHOWN)
+        assert all(p["fits"] or (p["scrolls"] and p["hinted"]) for p in shown), shown
+        assert any(p["scrolls"] for p in shown)  # the 454-px output grid, on a 390-px screen
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "photo-phone.png"), full_page=True)
+        assert visit.problems == []
+    finally:
+        visit.close()
+
+
+def test_desktop_photo_page_shows_every_grid_whole_and_the_five_maps_in_one_row(
+    browser, base_url, site
+):
+    visit = Visit(browser, base_url + pages_to_check(site)["photo"], width=1280)
+    try:
+        shown = visit.page.evaluate(PICTURES_SHOWN)
+        assert all(p["fits"] and not p["scrolls"] for p in shown), shown
+        assert not visit.page.query_selector(".scroll-hint")
+        tops = visit.page.evaluate(
+            "() => Array.from(document.querySelectorAll('.cams li'), li => li.offsetTop)"
+        )
+        assert len(tops) == 5 and len(set(tops)) == 1, tops
+    finally:
+        visit.close()
+
+
+# Where a name wraps, the character before the break: a separator, never a letter mid-word.
+BREAKS = """(selector) => {
+  const found = [];
+  for (const el of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    let top = null, before = null, node;
+    while ((node = walker.nextNode())) {
+      for (let i = 0; i < node.length; i++) {
+        const range = document.createRange();
+        range.setStart(node, i);
+        range.setEnd(node, i + 1);
+        const rect = range.getClientRects()[0];
+        if (!rect) continue;
+        if (top !== null && rect.top > top + 2) found.push([el.textContent, before]);
+        top = rect.top;
+        before = node.data[i];
+      }
+    }
+  }
+  return found;
+}"""
+
+
+@pytest.mark.parametrize("name", ["kernels", "index", "index-page-2"])
+def test_file_names_wrap_only_after_separators(browser, base_url, site, name):
+    visit = Visit(browser, base_url + pages_to_check(site)[name], width=1280)
+    try:
+        breaks = visit.page.evaluate(BREAKS, ".examples .name, .gallery .name")
+        assert breaks, "no name wrapped: the test photos' names are too short to tell"
+        assert all(before in "/_.- " for _, before in breaks), breaks
     finally:
         visit.close()
 

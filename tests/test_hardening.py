@@ -356,6 +356,10 @@ def test_an_interrupted_first_build_does_not_block_the_next(tmp_path, monkeypatc
 
     monkeypatch.setattr(reportgen.inference.stage, "_fill_cache", interrupted)
     assert build(src, out) == 130
+    assert one_error_line(capsys) == (
+        "reportgen: error: interrupted before any photo was finished; the previous site is "
+        "unchanged"
+    )
     assert (out / ".reportgen").is_dir() and not (out / "index.html").exists()
     monkeypatch.undo()
     assert build(src, out) == 0

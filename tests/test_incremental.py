@@ -155,7 +155,8 @@ def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, 
     if sig == signal.SIGINT:
         assert proc.returncode == 130
         assert err.splitlines()[-1] == (
-            "reportgen: error: interrupted; finished photos are cached for the next build"
+            f"reportgen: error: interrupted; the previous site is unchanged, and the {finished} "
+            "photos finished so far are cached: the next build starts from there"
         )
     assert site_files(out) == old  # the previous site, whole and unchanged
     assert_links_resolve(out)

@@ -123,15 +123,71 @@ def test_kernel_grid_is_each_kernel_normalised_and_enlarged(model):
     assert np.abs(tile - expected).max() <= 1
 
 
-def test_wrong_shaped_weights_name_the_file(tmp_path):
-    bad = tmp_path / "resnet.pth"
-    torch.save({"features.0.weight": torch.zeros(1)}, bad)
-    with pytest.raises(WeightsError, match=r"resnet\.pth.*does not fit AlexNet"):
-        load_model(resolve_weights(str(bad)))
+def _weights_error(path) -> str:
+    with pytest.raises(WeightsError) as caught:
+        load_model(resolve_weights(str(path)))
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and "weights_only" not in message
+    return message
 
 
-def test_corrupt_weights_file_names_the_file(tmp_path):
+SAVE_HINT = "save one with torch.save(model.state_dict(), PATH) and pass that file"
+
+
+def test_a_file_that_is_no_checkpoint_says_so_without_torchs_advice(tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match=r"broken\.pth.*not a readable state_dict"):
-        load_model(resolve_weights(str(bad)))
+    assert _weights_error(bad) == (
+        f"weights file {str(bad)!r} is not a PyTorch checkpoint that torch.load can read; "
+        f"pass AlexNet's state_dict ({SAVE_HINT})"
+    )
+
+
+def test_a_whole_pickled_model_says_to_save_its_state_dict(tmp_path):
+    whole = tmp_path / "model.pth"
+    torch.save(alexnet(weights=None), whole)
+    assert _weights_error(whole) == (
+        f"weights file {str(whole)!r} holds a whole pickled model "
+        f"(torchvision.models.alexnet.AlexNet), not a state_dict; {SAVE_HINT}"
+    )
+
+
+def test_another_networks_state_dict_is_named_as_such(tmp_path):
+    from torchvision.models import resnet18
+
+    other = tmp_path / "resnet.pth"
+    torch.save(resnet18(weights=None).state_dict(), other)
+    assert _weights_error(other) == (
+        f"weights file {str(other)!r} is a state_dict, but not AlexNet's (a ResNet's?): it lacks "
+        "16 of AlexNet's 16 tensors (such as 'features.0.weight') and has 122 that AlexNet does "
+        "not (such as 'conv1.weight'); pass the state_dict of torchvision's alexnet"
+    )
+
+
+def test_a_wrong_shape_is_named(tmp_path):
+    state = alexnet(weights=None).state_dict()
+    state["features.0.weight"] = torch.zeros(32, 3, 11, 11)
+    bad = tmp_path / "narrow.pth"
+    torch.save(state, bad)
+    assert _weights_error(bad) == (
+        f"weights file {str(bad)!r} does not fit AlexNet: features.0.weight has shape "
+        "(32, 3, 11, 11) where AlexNet's is (64, 3, 11, 11)"
+    )
+
+
+def test_not_a_dict_of_tensors_is_named(tmp_path):
+    bad = tmp_path / "list.pth"
+    torch.save([1, 2, 3], bad)
+    assert (
+        _weights_error(bad)
+        == f"weights file {str(bad)!r} holds a list, not a state_dict; {SAVE_HINT}"
+    )
+
+
+def test_a_checkpoint_with_the_state_dict_inside_loads(tmp_path):
+    state = alexnet(weights=None).state_dict()
+    for key in ("state_dict", "model"):
+        path = tmp_path / f"{key}.pth"
+        torch.save({key: state, "epoch": 3}, path)
+        loaded = load_model(resolve_weights(str(path)))
+        assert torch.equal(loaded.model.features[0].weight, state["features.0.weight"])

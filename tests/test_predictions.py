@@ -87,12 +87,20 @@ def test_pretrained_loads_from_torch_home(tmp_path, monkeypatch, weights_file, p
     out = tmp_path / "site"
     assert run_cli("build", str(photos_dir), "--out", str(out), "--workers", "0") == 0
     data = check_against_reference(out, weights_file, photos_dir)
-    assert data["model"]["weights"] == "pretrained"
+    # Not the official file (another hash): every page calls it by its name, none "pretrained",
+    # and the warning says why.
+    assert data["model"]["weights"] == "alexnet-owt-7be5be79.pth"
     assert data["model"]["sha256"] == file_sha256(weights_file)
-    # A file named like the official one with another hash is flagged, on stderr and the pages.
     err = capsys.readouterr().err
-    assert "does not start with 7be5be79" in err
+    assert "does not start with 7be5be79" in err and str(checkpoints) in err
     assert "these are not the official pretrained weights" in (out / "model.html").read_text()
+    for page in sorted(out.rglob("*.html")):
+        text = page.read_text()
+        assert "(alexnet-owt-7be5be79.pth weights)" in text
+        assert "(pretrained weights)" not in text and "pretrained weights)" not in text
+    # The site is published: nothing in it says where anything lies on this machine.
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and ".reportgen" not in p.parts):
+        assert str(tmp_path).encode() not in path.read_bytes(), path
     assert os.environ["TORCH_HOME"] == str(tmp_path / "torch")
 
 

@@ -84,5 +84,5 @@ def test_decoding_workers_stop_when_the_model_cannot_be_loaded(tmp_path, photos_
     code = run_cli("build", str(photos_dir), "--out", str(tmp_path / "site"), "--weights",
                    str(broken), "--workers", "1")  # fmt: skip
     assert code == 1
-    assert "not a readable state_dict" in capsys.readouterr().err
+    assert "is not a PyTorch checkpoint that torch.load can read" in capsys.readouterr().err
     assert not multiprocessing.active_children()

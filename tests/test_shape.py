@@ -205,7 +205,7 @@ def test_build_site_names_every_bad_option_before_any_work(tmp_path, photos_dir)
     with pytest.raises(ConfigError) as caught:
         reportgen.build_site(photos_dir, tmp_path / "site", batchsize=3, per_page=0)
     assert caught.value.problems == [
-        "unknown option 'batchsize'",
+        "unknown option 'batchsize' (did you mean 'batch_size'?)",
         "per-page: must be at least 1 (got 0)",
     ]
     assert not (tmp_path / "site").exists()

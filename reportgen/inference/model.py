@@ -7,6 +7,7 @@ loaded: a local file or a random model is assumed to share ImageNet-1k's classes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,32 +79,87 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
 
 
 def _load_state_dict_file(path: Path) -> nn.Module:
-    """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-        raise WeightsError(
-            f"weights file {str(path)!r} is not a readable state_dict ({_first_line(exc)})"
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights file {str(path)!r} does not hold a state_dict")
+    """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly).
+
+    Raises:
+        WeightsError: one line saying what the file is instead, and what to give.
+    """
+    state = _state_dict(_read_checkpoint(path), path)
     alexnet = _alexnet_builder()
     with torch.device("meta"):  # no random initialisation of 61M weights about to be replaced
         model = alexnet(weights=None)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise WeightsError(
-            f"weights file {str(path)!r} does not fit AlexNet ({_first_line(exc)})"
-        ) from exc
+    _check_fits(state, model.state_dict(), path)
+    model.load_state_dict(state, strict=True, assign=True)
     return model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+_SAVE_HINT = "save one with torch.save(model.state_dict(), PATH) and pass that file"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """What ``torch.load`` finds in the file, loaded without running any code from it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; each is diagnosed here
+        text = _ANSI.sub("", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found and found.group(1).split(".")[0] in ("torch", "torchvision"):
+            raise WeightsError(
+                f"weights file {str(path)!r} holds a whole pickled model ({found.group(1)}), "
+                f"not a state_dict; {_SAVE_HINT}"
+            ) from exc
+        if found:
+            raise WeightsError(
+                f"weights file {str(path)!r} holds a pickled {found.group(1)}, which reportgen "
+                f"will not load (unpickling it could run code); {_SAVE_HINT}"
+            ) from exc
+        raise WeightsError(
+            f"weights file {str(path)!r} is not a PyTorch checkpoint that torch.load can read; "
+            f"pass AlexNet's state_dict ({_SAVE_HINT})"
+        ) from exc
+
+
+def _state_dict(data: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a checkpoint: the whole of it, or under 'state_dict' or 'model'."""
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        what = type(data).__name__ if not isinstance(data, dict) else "dict of other things"
+        raise WeightsError(
+            f"weights file {str(path)!r} holds a {what}, not a state_dict; {_SAVE_HINT}"
+        )
+    return data
+
+
+def _check_fits(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Every tensor AlexNet has, of its shape, and nothing else.
+
+    Raises:
+        WeightsError: naming what differs, and what the file seems to be.
+    """
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        guess = " (a ResNet's?)" if any(k.startswith("layer1.") for k in state) else ""
+        raise WeightsError(
+            f"weights file {str(path)!r} is a state_dict, but not AlexNet's{guess}: it lacks "
+            f"{len(missing)} of AlexNet's {len(expected)} tensors"
+            + (f" (such as {missing[0]!r})" if missing else "")
+            + f" and has {len(extra)} that AlexNet does not"
+            + (f" (such as {extra[0]!r})" if extra else "")
+            + "; pass the state_dict of torchvision's alexnet"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"weights file {str(path)!r} does not fit AlexNet: {key} has shape "
+                f"{tuple(state[key].shape)} where AlexNet's is {tuple(tensor.shape)}"
+            )
 
 
 def _mps_available() -> bool:

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import io
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -18,12 +19,12 @@ import markupsafe
 from tqdm import tqdm
 
 from .. import __version__
-from ..layout import KERNEL_SCALE, kernel_grid, layer_grids
+from ..layout import CONV_LAYERS, KERNEL_SCALE, kernel_grid, layer_grids
 from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from . import naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
 
-STATIC_FILES = ("style.css", "favicon.svg", "filter.js")
+STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js")
 ASSETS_DIR = "assets"
 
 Writer = Callable[[str, bytes], None]
@@ -77,6 +78,19 @@ def _filesize(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+_SEPARATORS = re.compile(r"([/_.\-])")
+
+
+def _breakable(name: str) -> markupsafe.Markup:
+    """A file name that may wrap after its separators (/ _ . -) rather than mid-word: escaped,
+    with a <wbr> after each."""
+    parts = _SEPARATORS.split(name)
+    return markupsafe.Markup("").join(
+        markupsafe.Markup("{}<wbr>").format(part) if _SEPARATORS.fullmatch(part) else part
+        for part in parts
+    )
+
+
 def environment() -> jinja2.Environment:
     """The Jinja environment over the templates shipped inside the package."""
     folder = resources.files("reportgen.templates")
@@ -90,6 +104,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["shape"] = _shape
     env.filters["filesize"] = _filesize
+    env.filters["breakable"] = _breakable
     return env
 
 
@@ -104,7 +119,8 @@ def write_site(site: SiteContent, write: Writer, *, progress: bool = False) -> N
     writer.assets()
     writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
     total_params = sum(layer.parameters for layer in site.model.layers)
-    writer.page("model.html", "model.html", total_parameters=total_params)
+    conv_names = {module: name for name, module in CONV_LAYERS.items()}
+    writer.page("model.html", "model.html", total_parameters=total_params, conv_names=conv_names)
     writer.summary_page()
     for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
         writer.photo_page(position)
