@@ -82,6 +82,40 @@ def make_photos(folder: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
+def make_large_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -> list[Path]:
+    """``count`` phone-like JPEGs of ``size``: the samples upscaled with sensor-like noise (about
+    3 MB each at 12 MP, as phones write them), saved at quality 92; every other one stored turned,
+    with EXIF orientation 6. Made on every core; kept for the next run in the same folder."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"phone-{i:05d}.jpg" for i in range(count)]
+    missing = [(i, str(p), size, seed) for i, p in enumerate(paths) if not p.exists()]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_make_large_photo, missing))
+    return paths
+
+
+def _make_large_photo(job: tuple[int, str, tuple[int, int], int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    i, path, size, seed = job
+    rng = np.random.default_rng((seed, i))
+    img = Image.open(SAMPLES[i % len(SAMPLES)]).convert("RGB")
+    w, h = img.size
+    left, top = int(rng.integers(0, w // 8 + 1)), int(rng.integers(0, h // 8 + 1))
+    crop = img.crop((left, top, left + w * 7 // 8, top + h * 7 // 8))
+    big = np.asarray(crop.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    big += rng.normal(0.0, 6.0, big.shape).astype(np.float32)
+    out = Image.fromarray(np.clip(big, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    if i % 2:
+        exif[0x0112] = 6  # stored landscape, shown portrait
+    out.save(path + ".tmp", format="JPEG", quality=92, exif=exif.tobytes())
+    os.replace(path + ".tmp", path)
+
+
 def link_subset(paths: list[Path], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for p in paths:
@@ -89,9 +123,18 @@ def link_subset(paths: list[Path], folder: Path) -> Path:
     return folder
 
 
-def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool = False) -> float:
+def model_only(
+    folder: Path,
+    device_name: str,
+    weights: str,
+    *,
+    with_cam: bool = False,
+    decode: str = "exact",
+    workers: int | None = None,
+) -> float:
     """Photos/s of decode + preprocess + forward, with the build's DataLoader settings
-    (``with_cam``: plus the Grad-CAM of each photo's top-5, as the build computes it)."""
+    (``with_cam``: plus the Grad-CAM of each photo's top-5, as the build computes it; ``decode``:
+    as ``--decode``; ``workers``: instead of the build's default)."""
     import numpy as np
     import torch
 
@@ -109,14 +152,15 @@ def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool =
         """The build's decoding without the crop's JPEG, which only the pages need."""
 
         def __getitem__(self, index: int) -> infer.DecodedPhoto:
-            decoded = infer.open_rgb(self.paths[index])
-            pixels = np.asarray(preprocess.crop_for_model(decoded.image))
+            decoded = infer.open_rgb(self.paths[index], reduce_to=self.reduce_to)
+            pixels = np.asarray(preprocess.crop_for_model(decoded.image, decoded.turn))
             return infer.DecodedPhoto(index, pixels, b"", decoded.width, decoded.height)
 
-    config = load_config({"input_dir": str(folder), "device": device_name})
+    options = {"input_dir": str(folder), "device": device_name, "decode": decode}
+    config = load_config({**options, "workers": workers})
     device = pick_device(config.device)
-    batch_size, workers = defaults(config, device)
     sources, _ = discover(folder)
+    batch_size, workers = defaults(config, device, sources)
     loaded = load_model(resolve_weights(weights))
     model = infer.prepare(loaded.model, device)
     # The same heap settings as the build's inference (see reportgen/inference/memory.py).
@@ -125,7 +169,7 @@ def model_only(folder: Path, device_name: str, weights: str, *, with_cam: bool =
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        photos = CropsOnly(sources, max_pixels=None, allow_truncated=False)
+        photos = CropsOnly(sources, max_pixels=None, allow_truncated=False, decode=decode)
         with infer.Decoding(
             photos, batch_size=batch_size, workers=workers, pin=device.type == "cuda"
         ) as decoding:
@@ -211,6 +255,47 @@ def site_bytes(out: Path) -> int:
     )
 
 
+def large_photos(args: argparse.Namespace, work: Path) -> None:
+    """``--photo-size``: phone photos, where decoding sets the pace. Side by side in one run: the
+    model-only bound with full and with fast decoding, and the build in each --decode mode."""
+    size = tuple(int(v) for v in args.photo_size.split("x"))
+    n = args.images
+    photos = make_large_photos(work / f"phone-{args.photo_size}", 4 * n, size, seed=0)
+    small = link_subset(photos[:n], work / "large-n")
+    mb = sum(p.stat().st_size for p in photos) / len(photos) / 2**20
+    print(
+        f"large photos: {4 * n} JPEGs of {args.photo_size}, {mb:.1f} MB each, half turned by EXIF"
+    )
+    full, fast, builds = [], [], {"exact": ([], []), "fast": ([], [])}
+    for i in range(args.repeat):
+        full.append(model_only(small, args.device, args.weights, decode="exact"))
+        fast.append(model_only(small, args.device, args.weights, decode="fast"))
+        for mode, (runs_n, runs_4n) in builds.items():
+            extra = ("--decode", mode)
+            runs_n.append(build(small, work / f"large-{mode}-n-{i}", args, *extra))
+            runs_4n.append(build(work / f"phone-{args.photo_size}", work / f"large-{mode}-4n-{i}",
+                                 args, *extra))  # fmt: skip
+    bound_full, bound_fast = statistics.median(full), statistics.median(fast)
+    print(
+        f"(a) model-only bound, full decode (the build's workers): {bound_full:6.1f} photos/s"
+        f" (runs: {spread(full, '.1f')})"
+    )
+    print(
+        f"    model-only bound, fast decode (the build's workers): {bound_fast:6.1f} photos/s"
+        f" (runs: {spread(fast, '.1f')}) = {bound_fast / bound_full:.2f} x full"
+    )
+    targets = {"fast": 1.6, "exact": 0.9}
+    for mode, (runs_n, runs_4n) in builds.items():
+        t_n, t_4n = median_run(runs_n)["seconds"], median_run(runs_4n)["seconds"]
+        steady = 3 * n / (t_4n - t_n)
+        verdict = "met" if steady / bound_full >= targets[mode] else "MISSED"
+        print(
+            f"(b) build --decode {mode:5s}: N {t_n:6.2f} s, 4N {t_4n:6.2f} s; steady"
+            f" {steady:5.1f} photos/s = {steady / bound_full:.2f} x the full-decode bound"
+            f" (target >= {targets[mode]}: {verdict})"
+        )
+
+
 def main() -> None:
     # As the reportgen command does, before torch is imported (see reportgen/cli.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -223,12 +308,19 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of (a) and (b) whose median is reported"
     )
+    parser.add_argument(
+        "--photo-size",
+        metavar="WxH",
+        help="phone-sized photos instead (e.g. 4032x3024): decode-bound figures only",
+    )
     args = parser.parse_args()
 
     n = args.images
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reportgen-bench-"))
-    if work.exists():
-        shutil.rmtree(work)
+    for old in sorted(work.glob("*")) if work.exists() else []:
+        # Phone photos take a while to make: kept for the next run with the same --workdir.
+        if not old.name.startswith("phone-"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
     )
@@ -241,6 +333,9 @@ def main() -> None:
     if args.device == "cuda":
         print(f" ({torch.cuda.get_device_name()})", end="")
     print(f"; weights {args.weights}; N = {n}")
+    if args.photo_size:
+        large_photos(args, work)
+        return
 
     all_photos = make_photos(work / "photos-4n", 4 * n, seed=0)
     small = link_subset(all_photos[:n], work / "photos-n")

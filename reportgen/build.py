@@ -245,6 +245,7 @@ def write(
         kernels=kernel_views(analysed.photos, gathered.model.summary.kernel_shape[0]),
         layers=config.layers,
         normalize=config.normalize,
+        decode=config.decode,
         summary=analysed.summary,
         charts={name: naming.summary_chart(name) for name in analysed.charts},
         chart_sizes={name: _png_size(path) for name, path in analysed.charts.items()},

@@ -48,6 +48,7 @@ def fingerprint(weights: WeightsSpec, config: Config) -> str:
         "allow_truncated": config.allow_truncated,
         "layers": list(config.layers),
         "normalize": config.normalize,
+        "decode": config.decode,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 from pathlib import Path
 
-from .files import NotRegularFile, open_regular
+from .files import ChangedFile, NotRegularFile, Stamp, open_regular, stamp_of
 from .records import Skipped, Source
 from .site.output import STATE_DIR
 
@@ -58,28 +59,32 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
             path = here / name
             rel = path.relative_to(root).as_posix()
             try:
-                size, digest = _hash_file(path)
+                stamp, digest = _hash_file(path)
             except NotRegularFile as exc:
                 skipped.append(Skipped(rel, f"not a photo: it {exc}"))
                 continue
             except OSError as exc:
                 skipped.append(Skipped(rel, f"cannot be read ({exc.strerror or exc})"))
                 continue
-            sources.append(Source(path=path, rel=rel, size=size, sha256=digest))
+            sources.append(Source(path, rel, size=stamp[0], sha256=digest, stamp=stamp))
 
     sources.sort(key=lambda s: s.rel)
     skipped.sort(key=lambda s: s.source)
     return sources, skipped
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open_regular(path) as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+def _hash_file(path: Path) -> tuple[Stamp, str]:
+    """The file's stamp and the hash of its bytes, read once; hashed again should the file
+    change while it is read (its stamp moved), so the two always belong together."""
+    for _ in range(3):
+        digest = hashlib.sha256()
+        with open_regular(path) as fh:
+            before = stamp_of(os.fstat(fh.fileno()))
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+            if stamp_of(os.fstat(fh.fileno())) == before:
+                return before, digest.hexdigest()
+    raise ChangedFile(errno.EBUSY, "it keeps changing while it is read")
 
 
 def _is_site(folder: Path) -> bool:

@@ -56,6 +56,34 @@ def read_regular(path: Path) -> bytes:
         return fh.readall()
 
 
+Stamp = tuple[int, int, int]
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    """What tells a file's versions apart without reading it: size, mtime in ns, inode."""
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class ChangedFile(OSError):
+    """A file is not the version it was when it was hashed."""
+
+
+def read_unchanged(path: Path, stamp: Stamp) -> bytes:
+    """The bytes of the regular file at ``path``, if it still has ``stamp`` before and after
+    they are read (see :func:`open_regular`).
+
+    Raises:
+        ChangedFile: it was changed (or replaced) since ``stamp`` was taken, or while it was read.
+    """
+    with open_regular(path) as fh:
+        if stamp_of(os.fstat(fh.fileno())) != stamp:
+            raise ChangedFile("changed since it was found")
+        data = fh.readall()
+        if stamp_of(os.fstat(fh.fileno())) != stamp:
+            raise ChangedFile("changed while it was read")
+    return data
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` aside and rename it into place: no reader ever sees half a file, and a hard
     link to the old file keeps the old bytes.

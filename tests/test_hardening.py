@@ -430,3 +430,19 @@ def _as_float32(value: float):
     import numpy as np
 
     return np.float32(value)
+
+
+def test_a_same_size_change_in_place_after_hashing_is_caught(tmp_path, monkeypatch, capsys):
+    """The workers check each file's stamp (size, mtime in ns, inode), not its size alone."""
+    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+
+    def flip_a_byte():
+        with open(src / "p1.jpg", "r+b") as fh:
+            fh.seek(-3, os.SEEK_END)
+            byte = fh.read(1)
+            fh.seek(-3, os.SEEK_END)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+
+    _after_discovery(monkeypatch, flip_a_byte)
+    assert build(src, out) == 0
+    assert "skipped p1.jpg: changed while the build ran; build again" in capsys.readouterr().err

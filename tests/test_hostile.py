@@ -193,14 +193,14 @@ def test_a_crashed_worker_fails_the_build_with_a_message(tmp_path, monkeypatch, 
     for i in range(3):
         Image.new("RGB", (30, 30), (i, 0, 0)).save(src / f"{i}.png")
     Image.new("RGB", (30, 30)).save(src / "crash.png")
-    real = reportgen.inference.pipeline.read_regular
+    real = reportgen.inference.pipeline.read_unchanged
 
-    def crashing(path):
+    def crashing(path, stamp):
         if path.name == "crash.png":
             os.kill(os.getpid(), signal.SIGKILL)  # runs in the forked worker process
-        return real(path)
+        return real(path, stamp)
 
-    monkeypatch.setattr(reportgen.inference.pipeline, "read_regular", crashing)
+    monkeypatch.setattr(reportgen.inference.pipeline, "read_unchanged", crashing)
     code = run_cli(
         "build",
         str(src),

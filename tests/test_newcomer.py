@@ -8,6 +8,7 @@ import re
 import shutil
 
 import pytest
+import torch
 
 from .conftest import REPO, SAMPLE_PHOTOS, run_cli
 
@@ -76,8 +77,9 @@ def test_the_closing_line_counts_pages_and_skipped_files_apart(tmp_path, capsys)
     (src / "empty.png").write_bytes(b"")
     out = tmp_path / "site"
     assert build(str(src), "--out", str(out), "--weights", "random") == 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"reportgen: wrote 1 photo page (1 computed on cpu, 0 from the cache) to "
+        f"reportgen: wrote 1 photo page (1 computed on {device}, 0 from the cache) to "
         f"{out / 'index.html'}; 2 files skipped (see above)"
     )
 

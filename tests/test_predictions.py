@@ -62,6 +62,7 @@ def test_top5_match_direct_torchvision_pass(built_site, weights_file, photos_dir
         "arch": "alexnet",
         "weights": weights_file.name,
         "sha256": file_sha256(weights_file),
+        "decode": "fast",
     }
     assert data["skipped"] == []
     assert set(data) == {"model", "images", "skipped"}
@@ -113,7 +114,12 @@ def test_random_weights_say_predictions_are_meaningless(tmp_path, photos_dir):
         == 0
     )
     data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
-    assert data["model"] == {"arch": "alexnet", "weights": "random", "sha256": None}
+    assert data["model"] == {
+        "arch": "alexnet",
+        "weights": "random",
+        "sha256": None,
+        "decode": "fast",
+    }
     pages = sorted(out.rglob("*.html"))
     assert len(pages) == 4 + len(data["images"])  # index, kernels, model, summary, photos
     for page in pages:

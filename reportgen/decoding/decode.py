@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -24,18 +25,40 @@ class Decoded:
 
     image: Image.Image
     width: int
+    """The photo's own size, upright (not the size of a reduced ``image``)."""
     height: int
     frames: int
+    turn: Image.Transpose | None = None
+    """Still to be applied to ``image`` to make it upright: a reduced JPEG is turned after it is
+    resized, a few thousand pixels instead of millions (:func:`preprocess.crop_for_model`)."""
+
+
+DECODE_MODES = ("fast", "exact")
+FAST_MARGIN = 4
+"""``fast`` decodes a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps its short side at
+least FAST_MARGIN times the short side the model's preprocessing resizes to. Chosen by
+measurement (``benchmarks/bench_decode.py``): at 4x, the model's input stays within 2 grey levels
+of the full decode on 12 MP phone photos; at 2x it did not."""
 
 
 def open_rgb(
-    photo: Path | bytes, *, max_pixels: int | None = None, allow_truncated: bool = False
+    photo: Path | bytes,
+    *,
+    max_pixels: int | None = None,
+    allow_truncated: bool = False,
+    reduce_to: int | None = None,
 ) -> Decoded:
     """Decode a photo (a file, or its bytes) to an upright 8-bit RGB image.
 
     EXIF orientation is applied; alpha is composited on white; 16- and 32-bit greys are scaled to
     8 bits rather than clipped; CMYK, palette, 1-bit and the rest go through Pillow's conversions.
     Only the first frame of an animation or multipage file is used.
+
+    With ``reduce_to``, a JPEG is decoded at the smallest DCT scale that keeps its short side at
+    least ``reduce_to`` pixels (libjpeg's scaled decoding: a fraction of the work), and left as it
+    is stored, with the turn that makes it upright in ``turn``; other formats, and JPEGs too small
+    to reduce, are decoded whole and turned. ``width`` and ``height`` are always the photo's own
+    size, upright.
 
     Raises:
         UnreadableImage: with a short reason (empty file, not an image, truncated, too large, ...).
@@ -53,15 +76,7 @@ def open_rgb(
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                if limit is not None and img.width * img.height > limit:
-                    raise UnreadableImage(
-                        f"too large: {img.width}x{img.height} pixels is over the limit of {limit}"
-                    )
-                frames = int(getattr(img, "n_frames", 1) or 1)
-                img.seek(0)
-                _load(img, allow_truncated)
-                img = ImageOps.exif_transpose(img)
-                rgb = to_rgb(img)
+                return _decode(img, limit, allow_truncated, reduce_to)
     except UnreadableImage:
         raise
     except UnidentifiedImageError:
@@ -78,7 +93,60 @@ def open_rgb(
         raise UnreadableImage(
             f"corrupt image data ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
-    return Decoded(image=rgb, width=rgb.width, height=rgb.height, frames=frames)
+
+
+def _decode(
+    img: Image.Image, limit: int | None, allow_truncated: bool, reduce_to: int | None
+) -> Decoded:
+    """The first frame of an opened image, upright and RGB (see :func:`open_rgb`)."""
+    if limit is not None and img.width * img.height > limit:
+        raise UnreadableImage(
+            f"too large: {img.width}x{img.height} pixels is over the limit of {limit}"
+        )
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    img.seek(0)
+    stored = img.size
+    reduced = reduce_to is not None and img.format == "JPEG" and _reduce(img, reduce_to)
+    _load(img, allow_truncated)
+    if reduced:
+        turn = _TURNS.get(img.getexif().get(ORIENTATION, 1))
+        rgb = to_rgb(img)
+        sideways = turn in SIDEWAYS
+    else:
+        turn, rgb = None, to_rgb(ImageOps.exif_transpose(img))
+        sideways = rgb.size != img.size
+    width, height = (stored[1], stored[0]) if sideways else stored
+    return Decoded(image=rgb, width=width, height=height, frames=frames, turn=turn)
+
+
+ORIENTATION = 0x0112
+# EXIF orientation to the turn that makes the picture upright, as ImageOps.exif_transpose does.
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+SIDEWAYS = {  # the turns that swap width and height
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+}
+
+
+def _reduce(img: Image.Image, short_side: int) -> bool:
+    """Ask libjpeg for the smallest DCT scale whose short side is still ``short_side`` or more;
+    whether it reduces at all."""
+    scale = short_side / min(img.size)
+    if scale >= 0.5:  # not even one halving keeps the margin
+        return False
+    before = img.size
+    img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+    return img.size != before
 
 
 def _load(img: Image.Image, allow_truncated: bool) -> None:

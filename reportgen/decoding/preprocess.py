@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import BuildError
+from .decode import SIDEWAYS
 
 RESIZE_SIZE = 256
 """The short side after resizing."""
@@ -39,11 +40,20 @@ def resized_size(width: int, height: int) -> tuple[int, int]:
     return (RESIZE_SIZE, new_long) if width <= height else (new_long, RESIZE_SIZE)
 
 
-def crop_for_model(image: Image.Image) -> Image.Image:
-    """The 224x224 RGB crop the model sees: short side resized to 256, then the centre."""
-    size = resized_size(image.width, image.height)
-    if size != image.size:
-        image = image.resize(size, RESAMPLE)
+def crop_for_model(image: Image.Image, turn: Image.Transpose | None = None) -> Image.Image:
+    """The 224x224 RGB crop the model sees: short side resized to 256, then the centre.
+
+    ``turn`` (a reduced JPEG's, see :func:`reportgen.decoding.decode.open_rgb`) is applied after
+    resizing, which resizes to the size that is right once turned.
+    """
+    sideways = turn in SIDEWAYS
+    width, height = (image.height, image.width) if sideways else image.size
+    size = resized_size(width, height)
+    stored = (size[1], size[0]) if sideways else size
+    if stored != image.size:
+        image = image.resize(stored, RESAMPLE)
+    if turn is not None:
+        image = image.transpose(turn)
     # Never smaller than the crop: the short side is now 256.
     top = int(round((image.height - CROP_SIZE) / 2.0))
     left = int(round((image.width - CROP_SIZE) / 2.0))

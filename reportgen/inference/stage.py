@@ -18,7 +18,15 @@ import torch
 from tqdm import tqdm
 
 from ..cache import ResultCache
-from ..config import CPU_BATCH_SIZE, CPU_WORKERS, GPU_BATCH_SIZE, MAX_GPU_WORKERS, Config
+from ..config import (
+    CPU_BATCH_SIZE,
+    CPU_WORKERS,
+    CPU_WORKERS_LARGE,
+    GPU_BATCH_SIZE,
+    LARGE_PHOTO_BYTES,
+    MAX_GPU_WORKERS,
+    Config,
+)
 from ..decoding import preprocess
 from ..errors import BuildError
 from ..files import write_atomic
@@ -30,6 +38,7 @@ from .memory import WarmHeap
 from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
 from .pipeline import BatchOutput, DecodeFailure, Decoding, PhotoDataset, run_batches
 
+MIN_BATCH_SIZE = 8
 # Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
 PENDING_BATCHES = 2
 
@@ -68,9 +77,12 @@ def run_model(
     """
     start = time.perf_counter()
     device = pick_device(config.device)
-    batch_size, workers = defaults(config, device)
+    batch_size, workers = defaults(config, device, todo)
     photos = PhotoDataset(
-        todo, max_pixels=config.max_pixels, allow_truncated=config.allow_truncated
+        todo,
+        max_pixels=config.max_pixels,
+        allow_truncated=config.allow_truncated,
+        decode=config.decode,
     )
     decoding = Decoding(photos, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
     try:
@@ -105,16 +117,29 @@ def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
     return entry
 
 
-def defaults(config: Config, device: torch.device) -> tuple[int, int]:
-    """Batch size and worker count, where the user left them to us."""
+def defaults(config: Config, device: torch.device, todo: Sequence[Source] = ()) -> tuple[int, int]:
+    """Batch size and worker count, where the user left them to us.
+
+    Each worker decodes whole batches, so a batch is never so large that some workers get none:
+    on a GPU machine, 128 phone photos in the default batch of 128 went to one worker of eight
+    (4.5 photos/s on an H200 machine's 16 cores).
+    """
     gpu = device.type != "cpu"
-    batch = config.batch_size or (GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE)
-    if config.workers is not None:
-        return batch, config.workers
-    if not gpu:
-        return batch, CPU_WORKERS
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return batch, min(MAX_GPU_WORKERS, max(1, (cores or 1) - 1))
+    cores = cores or 1
+    if config.workers is not None:
+        workers = config.workers
+    elif gpu:
+        workers = min(MAX_GPU_WORKERS, max(1, cores - 1))
+    else:
+        sizes = sorted(s.size for s in todo)
+        large = bool(sizes) and sizes[len(sizes) // 2] >= LARGE_PHOTO_BYTES
+        workers = min(cores, CPU_WORKERS_LARGE) if large else CPU_WORKERS
+    if config.batch_size:
+        return config.batch_size, workers
+    batch = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
+    # Two batches per worker at least, while batches stay at 8 photos or more.
+    return min(batch, max(MIN_BATCH_SIZE, -(-len(todo) // (2 * max(1, workers))))), workers
 
 
 def _fill_cache(

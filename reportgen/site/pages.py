@@ -43,6 +43,8 @@ class SiteContent:
     """The layers drawn for each photo, conv1 first."""
     normalize: str = "map"
     """How maps were scaled to grey: 'map' or 'layer'."""
+    decode: str = "exact"
+    """How JPEGs were decoded: 'fast' or 'exact'."""
     summary: FolderSummary | None = None
     charts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Site-relative URL of each summary chart, by name."""
@@ -157,6 +159,7 @@ class PageWriter:
             conv1_grid=self.grids["conv1"],
             layer_grids=self.grids,
             normalize=self.site.normalize,
+            decode=self.site.decode,
             **context,
         )
 
@@ -258,7 +261,12 @@ def predictions_json(site: SiteContent) -> bytes:
     """The machine-readable summary, images sorted by source; stable bytes for stable input."""
     model = site.model
     data = {
-        "model": {"arch": model.arch, "weights": model.weights, "sha256": model.sha256},
+        "model": {
+            "arch": model.arch,
+            "weights": model.weights,
+            "sha256": model.sha256,
+            "decode": site.decode,
+        },
         "images": [
             {
                 "source": p.source,
