@@ -89,19 +89,27 @@ def test_a_full_disk_is_one_line_and_the_previous_site_stays_whole(
     assert len(json.loads((out / "predictions.json").read_text())["images"]) == 3
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real, tiny file system (root only: tmpfs)."""
+def _tmpfs(folder: Path, options: str):
+    """A real, tiny file system mounted at ``folder`` (root only), unmounted afterwards."""
     if not ROOT or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                           capture_output=True)  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _tmpfs(tmp_path / "disk", "size=400k")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    yield from _tmpfs(tmp_path / "ro", "ro,size=100k")
 
 
 def test_a_real_full_disk(tmp_path, small_disk, capsys):
@@ -117,20 +125,6 @@ def test_a_real_full_disk(tmp_path, small_disk, capsys):
     assert "the disk is full" in line
     assert site_files(out) == before
     assert not (out / ".reportgen" / "staging").exists()  # its space was given back at once
-
-
-@pytest.fixture
-def read_only_disk(tmp_path):
-    if not ROOT or shutil.which("mount") is None:
-        pytest.skip("mounting a file system needs root")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=100k", "tmpfs", str(mount)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_read_only_output_folder(tmp_path, read_only_disk, capsys):
