@@ -34,10 +34,9 @@ def normalize_each(maps: torch.Tensor) -> torch.Tensor:
     return _scaled_each(maps, 1.0)
 
 
-def _scaled_each(maps: torch.Tensor, top: float, *, shared: bool = False) -> torch.Tensor:
-    """Each map min-max scaled to 0..``top`` (or, ``shared``, all maps of an item together), as a
-    new float tensor of the same shape."""
-    return _scaled(maps.float(), top, *_map_extremes(maps.float()), shared=shared)
+def _scaled_each(maps: torch.Tensor, top: float) -> torch.Tensor:
+    """Each map min-max scaled to 0..``top``, as a new float tensor of the same shape."""
+    return _scaled(maps.float(), top, *_map_extremes(maps.float()))
 
 
 def _map_extremes(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,19 +45,18 @@ def _map_extremes(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return maps.amin(dim=dims, keepdim=True), maps.amax(dim=dims, keepdim=True)
 
 
-def _scaled(
-    maps: torch.Tensor, top: float, low: torch.Tensor, high: torch.Tensor, *, shared: bool
-) -> torch.Tensor:
-    low, scale = _onto(top, low, high, shared=shared)
+def _scaled(maps: torch.Tensor, top: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    low, scale = _onto(top, low, high, normalize="map")
     return (maps - low).mul_(scale)
 
 
 def _onto(
-    top: float, low: torch.Tensor, high: torch.Tensor, *, shared: bool
+    top: float, low: torch.Tensor, high: torch.Tensor, *, normalize: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The start and the factor that take each map's [low, high] onto [0, top] (``shared``: each
-    item's, from the lowest of its maps to the highest); a constant map gets factor 0."""
-    if shared:
+    """The start and the factor that take each map's [low, high] onto [0, top] (with
+    ``normalize`` 'layer': each item's, from the lowest of its maps to the highest); a constant
+    map gets factor 0."""
+    if normalize == "layer":
         dims = tuple(range(1, low.ndim))
         low, high = low.amin(dim=dims, keepdim=True), high.amax(dim=dims, keepdim=True)
     span = high - low
@@ -82,9 +80,10 @@ class Activations:
         return torch.stack([self.low.amin(dim=1), self.high.amax(dim=1)], dim=1)
 
 
-def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
+def activations(maps: torch.Tensor, *, normalize: str = "map") -> Activations:
     """(B, N, H, W) activations to ``uint8`` levels, each map scaled from its min to its max
-    (``shared``: all N maps of a photo scaled together, from the layer's min to its max), and the
+    (``normalize`` 'layer': all N maps of a photo scaled together, from the layer's min to its
+    max, as ``--normalize layer`` asks), and the
     extremes found on the way (no extra pass).
 
     Cheap enough to run inside the forward hook, before AlexNet's in-place ReLU overwrites the
@@ -97,7 +96,7 @@ def activations(maps: torch.Tensor, *, shared: bool = False) -> Activations:
     """
     maps = maps.float()
     low, high = _map_extremes(maps)
-    start, scale = _onto(255.0, low, high, shared=shared)
+    start, scale = _onto(255.0, low, high, normalize=normalize)
     # In [0, 255.5] up to float rounding, so the cast needs no clamp.
     levels = torch.addcmul(0.5 - start * scale, maps, scale).to(torch.uint8)
     return Activations(levels, low.flatten(1), high.flatten(1))

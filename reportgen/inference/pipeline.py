@@ -262,18 +262,18 @@ def run_batches(
     device: torch.device,
     grids: dict[str, Grid],
     *,
-    shared: bool = False,
+    normalize: str = "map",
 ) -> Iterator[tuple[BatchOutput | None, list[DecodeFailure]]]:
     """Run every decoded photo through the model on ``device``.
 
     Yields, per batch, what the model made of the photos that decoded (None when none did) and
     why the others did not. ``grids`` names the layers to draw ('conv1' first)
-    and their layouts; ``shared`` scales all maps of a layer together.
+    and their layouts; ``normalize`` is as ``--normalize``: 'map' or 'layer'.
     """
     model = prepare(loaded.model, device)
 
     def record(output: torch.Tensor) -> pictures.Activations:
-        return pictures.activations(output, shared=shared)
+        return pictures.activations(output, normalize=normalize)
 
     def record_conv1(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
         return record(output), output.mean(dim=(2, 3))

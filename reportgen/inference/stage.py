@@ -95,9 +95,7 @@ def run_model(
             unread: dict[str, str] = {}
             if todo:
                 grids = layer_grids(config.layers, entry.summary.output_shapes)
-                batches = run_batches(
-                    loaded, decoding, device, grids, shared=config.normalize == "layer"
-                )
+                batches = run_batches(loaded, decoding, device, grids, normalize=config.normalize)
                 todo_keys = [keys[s.rel] for s in todo]
                 unread = _fill_cache(batches, todo_keys, entry.categories, cache, progress)
     except RuntimeError as exc:
