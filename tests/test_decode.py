@@ -81,7 +81,7 @@ def test_any_parser_error_is_a_one_line_reason(tmp_path, monkeypatch):
     path = tmp_path / "odd.png"
     Image.new("RGB", (8, 8), "red").save(path)
 
-    def broken(image):
+    def broken(image, **options):
         raise KeyError(274)
 
     monkeypatch.setattr("reportgen.decoding.decode.ImageOps.exif_transpose", broken)

@@ -113,8 +113,11 @@ def _decode(
         rgb = to_rgb(img)
         sideways = turn in SIDEWAYS
     else:
-        turn, rgb = None, to_rgb(ImageOps.exif_transpose(img))
-        sideways = rgb.size != img.size
+        # In place: for an upright photo, exif_transpose would otherwise copy every pixel (28 ms
+        # for 12 MP, a sixth of a full decode), and for a turned one keep the unturned copy too.
+        ImageOps.exif_transpose(img, in_place=True)
+        turn, rgb = None, to_rgb(img)
+        sideways = rgb.size != stored
     width, height = (stored[1], stored[0]) if sideways else stored
     return Decoded(image=rgb, width=width, height=height, frames=frames, turn=turn)
 
