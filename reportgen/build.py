@@ -26,9 +26,12 @@ from .site import naming
 from .site.folder import FolderSummary, ground_truth, kernel_views, summarize_folder
 from .site.output import OutputFolder, Staging
 from .site.pages import SiteContent, write_site
+from .stat_index import StatIndex
 from .weights import WeightsSpec, resolve_weights
 
 log = logging.getLogger("reportgen")
+
+STAT_INDEX = "stat-index.sqlite"
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,13 @@ def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool
     Raises:
         InputError: the folder holds no photo, or none that could be read.
     """
-    sources, unreadable = discover(input_dir, exclude=config.out_dir)
+    index = StatIndex(OutputFolder(config.out_dir).state / STAT_INDEX)
+    started = time.time_ns()
+    known = None if config.full else index.lookup  # --full reads and hashes every file
+    sources, unreadable = discover(input_dir, exclude=config.out_dir, known=known)
     if not sources and not unreadable:
         raise InputError(f"no images found in {str(input_dir)!r}")
+    index.record(sources, hashed_at_ns=started)
     weights = resolve_weights(config.weights, progress=progress)
     for warning in weights.warnings:
         log.warning("%s (%s)", warning, weights.path)

@@ -127,7 +127,12 @@ class Config:
         metavar="DIR",
         default_text="OUT_DIR/.reportgen/cache",
     )
-    full: bool = _option(False, "ignore the cache: run the model over every photo", flag="--full")
+    full: bool = _option(
+        False,
+        "ignore what earlier builds recorded: read and hash every file, and run the model over "
+        "every photo",
+        flag="--full",
+    )
     allow_truncated: bool = _option(
         False,
         "use what can be decoded of truncated images instead of skipping them",

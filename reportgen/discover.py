@@ -6,9 +6,10 @@ import errno
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from .files import ChangedFile, NotRegularFile, Stamp, open_regular, stamp_of
+from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
 from .records import Skipped, Source
 from .site.output import STATE_DIR
 
@@ -21,8 +22,16 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
-def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Source], list[Skipped]]:
+Known = Callable[[str, Stamp], "str | None"]
+
+
+def discover(
+    input_dir: Path, *, exclude: Path | None = None, known: Known | None = None
+) -> tuple[list[Source], list[Skipped]]:
     """List every photo under ``input_dir``, sorted by relative path.
+
+    ``known(rel, stamp)`` gives the recorded sha256 of a file whose stamp has not changed since
+    it was hashed (:class:`reportgen.stat_index.StatIndex`): such a file is not read at all.
 
     Hidden files and folders are ignored, as are files without an image extension. Folder symlinks
     are followed once (a loop cannot hang the walk). ``exclude`` (the output folder, when it lies
@@ -59,7 +68,7 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
             path = here / name
             rel = path.relative_to(root).as_posix()
             try:
-                stamp, digest = _hash_file(path)
+                stamp, digest = _identify(path, rel, known)
             except NotRegularFile as exc:
                 skipped.append(Skipped(rel, f"not a photo: it {exc}"))
                 continue
@@ -71,6 +80,19 @@ def discover(input_dir: Path, *, exclude: Path | None = None) -> tuple[list[Sour
     sources.sort(key=lambda s: s.rel)
     skipped.sort(key=lambda s: s.source)
     return sources, skipped
+
+
+def _identify(path: Path, rel: str, known: Known | None) -> tuple[Stamp, str]:
+    """The file's stamp and sha256: recorded ones where its stamp is unchanged, else hashed."""
+    if known is not None:
+        st = os.stat(path)
+        kind = kind_of(st.st_mode)
+        if kind is not None:
+            raise NotRegularFile(f"is {kind}")
+        digest = known(rel, stamp_of(st))
+        if digest is not None:
+            return stamp_of(st), digest
+    return _hash_file(path)
 
 
 def _hash_file(path: Path) -> tuple[Stamp, str]:
