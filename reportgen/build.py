@@ -94,7 +94,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     clock = _Stopwatch()
     try:
         with out.lock(wait=config.wait):
-            gathered = gather(config, input_dir, clock, progress=progress)
+            gathered = gather(config, input_dir, out, clock, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
             write(config, out, gathered, analysed, clock, progress=progress)
@@ -115,24 +115,20 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     )
 
 
-def gather(config: Config, input_dir: Path, clock: _Stopwatch, *, progress: bool) -> Gathered:
+def gather(
+    config: Config, input_dir: Path, out: OutputFolder, clock: _Stopwatch, *, progress: bool
+) -> Gathered:
     """Every photo's record: from the cache, or from the model for those it lacks.
 
     Raises:
         InputError: the folder holds no photo, or none that could be read.
     """
-    index = StatIndex(OutputFolder(config.out_dir).state / STAT_INDEX)
-    started = time.time_ns()
-    known = None if config.full else index.lookup  # --full reads and hashes every file
-    sources, unreadable = discover(input_dir, exclude=config.out_dir, known=known)
-    if not sources and not unreadable:
-        raise InputError(f"no images found in {str(input_dir)!r}")
-    index.record(sources, hashed_at_ns=started)
+    sources, unreadable = _find_photos(config, input_dir, out)
     weights = resolve_weights(config.weights, progress=progress)
     for warning in weights.warnings:
         log.warning("%s (%s)", warning, weights.path)
     kinds = ("input", *config.layers)
-    cache = ResultCache(config.cache or out_cache(config), fingerprint(weights, config), kinds)
+    cache = ResultCache(config.cache or out.state / "cache", fingerprint(weights, config), kinds)
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
@@ -181,9 +177,23 @@ def _interrupted(finished: int) -> str:
     )
 
 
-def out_cache(config: Config) -> Path:
-    """The cache's folder when ``--cache`` is not given: inside the output folder's state."""
-    return OutputFolder(config.out_dir).state / "cache"
+def _find_photos(
+    config: Config, input_dir: Path, out: OutputFolder
+) -> tuple[list[Source], list[Skipped]]:
+    """The photos in the folder, each with its hash: read and hashed only where its stamp
+    changed since the last build (every one with --full); and the files that cannot be read.
+
+    Raises:
+        InputError: the folder holds no image file at all.
+    """
+    index = StatIndex(out.state / STAT_INDEX)
+    started = time.time_ns()
+    known = None if config.full else index.lookup
+    sources, unreadable = discover(input_dir, exclude=config.out_dir, known=known)
+    if not sources and not unreadable:
+        raise InputError(f"no images found in {str(input_dir)!r}")
+    index.record(sources, hashed_at_ns=started)
+    return sources, unreadable
 
 
 def _placed(
