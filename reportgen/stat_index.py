@@ -54,6 +54,9 @@ class StatIndex:
             for s in sources
             if s.stamp is not None and s.stamp[1] < now - RACY_NS
         ]
+        known = {rel: ((size, mtime, inode), sha) for rel, size, mtime, inode, sha in rows}
+        if known == self._known and self.path.is_file():
+            return  # nothing changed: nothing written
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -65,7 +68,7 @@ class StatIndex:
             )
             db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
         tmp.replace(self.path)  # a kill leaves the old index or the new one, whole
-        self._known = {rel: ((size, mtime, inode), sha) for rel, size, mtime, inode, sha in rows}
+        self._known = known
 
 
 def _read(path: Path) -> dict[str, tuple[Stamp, str]]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import reportgen
 import reportgen.discover
@@ -84,3 +85,38 @@ def test_a_damaged_index_is_ignored(tmp_path, hashed):
     hashed.clear()
     result = build(src, out)
     assert len(hashed) == 2 and result.computed == 0 and len(result.photos) == 2
+
+
+def _versions(out: Path) -> dict[str, tuple[int, int]]:
+    """Each site file's inode and mtime: a rewritten file gets a new one or the other."""
+    return {
+        p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".reportgen" not in p.parts
+    }
+
+
+def test_a_rebuild_rewrites_only_the_files_whose_bytes_change(tmp_path):
+    src, out = settled(tmp_path / "in", 6), tmp_path / "site"
+    build(src, out, per_page=3)
+    before = _versions(out)
+    state = {name: (out / ".reportgen" / name).stat().st_mtime_ns
+             for name in ("manifest.json", STAT_INDEX)}  # fmt: skip
+
+    build(src, out, per_page=3)  # nothing changed: nothing is written
+    assert _versions(out) == before
+    for name, mtime in state.items():
+        assert (out / ".reportgen" / name).stat().st_mtime_ns == mtime, name
+
+    # New bytes (pictures are named by content), sorting last: index page 3 of 3.
+    Image.open(SAMPLE_PHOTOS[0]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
+    result = build(src, out, per_page=3)
+    after = _versions(out)
+    rewritten = {rel for rel in after if before.get(rel) != after[rel]}
+    new = next(p for p in result.photos if p.source == "p9.jpg")
+    neighbour = next(p for p in result.photos if p.source == "p5.jpg")
+    assert {new.page, neighbour.page, "index-3.html"} <= rewritten
+    assert {new.crop, new.conv1} <= rewritten
+    unchanged_photo = next(p for p in result.photos if p.source == "p0.jpg")
+    assert unchanged_photo.page not in rewritten and unchanged_photo.crop not in rewritten
+    assert "assets/style.css" not in rewritten

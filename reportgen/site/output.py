@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +28,7 @@ STATE_DIR = ".reportgen"
 MANIFEST = "manifest.json"
 STAGING = "staging"
 LOCK = "lock"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: each file with its sha256 (written ones), size and mtime
 
 
 def _safe_relpath(rel: str) -> PurePosixPath:
@@ -74,14 +76,23 @@ class OutputFolder:
     def is_reportgen_site(self) -> bool:
         return (self.state / MANIFEST).is_file()
 
-    def owned_files(self) -> set[str]:
-        """Site-relative paths reportgen wrote last time (empty for a new folder)."""
+    def owned_files(self) -> dict[str, FileState]:
+        """Site-relative paths reportgen wrote last time (empty for a new folder), each with what
+        it was then: sha256, size and mtime (empty and zero where not known)."""
         try:
             data = json.loads((self.state / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return set()
+            return {}
         files = data.get("files", []) if isinstance(data, dict) else []
-        return {f for f in files if isinstance(f, str)}
+        if isinstance(files, list):  # version 1: names only
+            return {f: _UNKNOWN for f in files if isinstance(f, str)}
+        if not isinstance(files, dict):
+            return {}
+        return {
+            rel: (str(v[0]), int(v[1]), int(v[2]))
+            for rel, v in files.items()
+            if isinstance(rel, str) and isinstance(v, list) and len(v) == 3
+        }
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool = False) -> Iterator[None]:
@@ -125,12 +136,28 @@ class OutputFolder:
         return Staging(self)
 
 
+FileState = tuple[str, int, int]
+"""A site file as the manifest remembers it: sha256 of its bytes ('' for a picture linked from
+the cache), size, mtime in ns."""
+_UNKNOWN: FileState = ("", -1, -1)
+
+
 class Staging:
-    """A new site being written aside; :meth:`commit` swaps it in."""
+    """A new site being written aside; :meth:`commit` swaps it in.
+
+    A file whose bytes are already in place is not written again: a page whose bytes hash as the
+    manifest says and whose size and mtime are as the last build left them, or a picture that is
+    already the very file (hard link) in the cache. Those are *kept*.
+    """
 
     def __init__(self, folder: OutputFolder) -> None:
         self.folder = folder
         self.files: set[str] = set()
+        """Staged: to be moved into the site."""
+        self.kept: dict[str, str] = {}
+        """In place already, with their sha256 ('' for pictures)."""
+        self.digests: dict[str, str] = {}
+        self._old = folder.owned_files()
 
     def path(self, rel: str) -> Path:
         """Where a site-relative file is staged (its folder created)."""
@@ -140,15 +167,37 @@ class Staging:
         return target
 
     def write(self, rel: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if self._unchanged(rel, digest):
+            self.kept[rel] = digest
+            return
+        self.digests[rel] = digest
         write_new(self.path(rel), data)
+
+    def _unchanged(self, rel: str, digest: str) -> bool:
+        """Whether the site's ``rel`` is what the last build left there, with these bytes."""
+        was = self._old.get(rel)
+        if was is None or was[0] != digest:
+            return False
+        try:
+            st = self.folder.root.joinpath(*_safe_relpath(rel).parts).lstat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == was[1:]
 
     def link(self, rel: str, existing: Path) -> None:
         """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.
 
-        Linking the same ``rel`` twice (two photos with the same bytes) stages it once.
+        Linking the same ``rel`` twice (two photos with the same bytes) stages it once; a site
+        file that is already ``existing`` itself is kept.
         """
-        if rel in self.files:
+        if rel in self.files or rel in self.kept:
             return
+        current = self.folder.root.joinpath(*_safe_relpath(rel).parts)
+        with contextlib.suppress(OSError):
+            if rel in self._old and not current.is_symlink() and current.samefile(existing):
+                self.kept[rel] = ""
+                return
         target = self.path(rel)
         try:
             os.link(existing, target)
@@ -170,7 +219,7 @@ class Staging:
                 ``force``); nothing has been moved then.
         """
         folder = self.folder
-        old = folder.owned_files()
+        old = self._old
         root = folder.root.resolve()
         for parent_rel in sorted({PurePosixPath(rel).parent for rel in self.files}):
             parent = folder.root.joinpath(*parent_rel.parts)
@@ -180,7 +229,9 @@ class Staging:
                     "reportgen writes only inside it"
                 )
         if not force:
-            foreign = sorted(rel for rel in self.files - old if folder.root.joinpath(rel).exists())
+            foreign = sorted(
+                rel for rel in self.files - old.keys() if folder.root.joinpath(rel).exists()
+            )
             if foreign:
                 shown = ", ".join(repr(f) for f in foreign[:3])
                 more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -188,14 +239,15 @@ class Staging:
                     f"the site would replace files reportgen did not write: {shown}{more}; "
                     "move them away or pass --force"
                 )
-        self._write_manifest(old | self.files)
+        site = self.files | set(self.kept)
+        self._write_manifest({**old, **{rel: _UNKNOWN for rel in self.files}})
         order = sorted(self.files, key=lambda f: (not f.startswith(first), f in last, f))
         for rel in order:
             source = folder.staging.joinpath(*PurePosixPath(rel).parts)
             target = folder.root.joinpath(*PurePosixPath(rel).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
-        for rel in sorted(old - self.files):
+        for rel in sorted(set(old) - site):
             try:
                 target = folder.root.joinpath(*_safe_relpath(rel).parts)
             except ValueError:
@@ -203,12 +255,23 @@ class Staging:
             if target.is_file() or target.is_symlink():
                 target.unlink()
                 _remove_empty_parents(target.parent, folder.root)
-        self._write_manifest(self.files)
+        self._write_manifest({rel: self._state(rel) for rel in site})
         shutil.rmtree(folder.staging)
 
-    def _write_manifest(self, files: set[str]) -> None:
-        data = {"version": MANIFEST_VERSION, "files": sorted(files)}
-        write_atomic(self.folder.state / MANIFEST, (json.dumps(data, indent=0) + "\n").encode())
+    def _state(self, rel: str) -> FileState:
+        """What the site's ``rel`` is now, for the manifest."""
+        st = self.folder.root.joinpath(*PurePosixPath(rel).parts).stat()
+        digest = self.kept.get(rel, self.digests.get(rel, ""))
+        return digest, st.st_size, st.st_mtime_ns
+
+    def _write_manifest(self, files: dict[str, FileState]) -> None:
+        data = {"version": MANIFEST_VERSION, "files": {rel: files[rel] for rel in sorted(files)}}
+        encoded = (json.dumps(data, indent=0) + "\n").encode()
+        path = self.folder.state / MANIFEST
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == encoded:
+                return  # nothing changed: nothing written
+        write_atomic(path, encoded)
 
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:
