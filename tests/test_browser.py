@@ -9,9 +9,11 @@ unless REPORTGEN_REQUIRE_BROWSER=1 (as .ci/run sets) turns the skip into a failu
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -359,6 +361,118 @@ def test_keyboard_reaches_the_photos(browser, base_url):
         assert any(href and href.startswith("photos/") for href in seen)
     finally:
         visit.close()
+
+
+@pytest.fixture(scope="module")
+def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
+    """5,000 photos written by the site's own writer from made-up records (no model needed),
+    served under /REPO/ as a folder of 100,000 would be: index pages and the filter's shards."""
+    from torchvision.models import AlexNet_Weights
+
+    from reportgen.records import LayerInfo, LayerRange, ModelSummary, PhotoRecord, Prediction
+    from reportgen.site.folder import summarize_folder
+    from reportgen.site.pages import SiteContent, write_site
+
+    labels = AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    photos = [
+        PhotoRecord(
+            width=640,
+            height=480,
+            frames=1,
+            top5=tuple(
+                Prediction((i * 7 + k) % 1000, labels[(i * 7 + k) % 1000], 0.5 / (k + 1))
+                for k in range(5)
+            ),
+            cams=(),
+            conv1_mean=(0.0,) * 64,
+            conv1_max=(1.0,) * 64,
+            ranges=(LayerRange("conv1", 0.0, 1.0),),
+            source=f"album-{i // 500:02d}/photo-{i:05d}.jpg",
+            file_size=1000,
+            key=hashlib.sha256(str(i).encode()).hexdigest(),
+        )  # fmt: skip
+        for i in range(5000)
+    ]
+    model = ModelSummary(
+        arch="alexnet", weights="random", sha256=None, untrained=True,
+        layers=(LayerInfo("features.0", "Conv2d", (64, 55, 55), 23296),),
+        kernel_shape=(64, 3, 11, 11), conv1_output_shape=(64, 55, 55), input_shape=(3, 224, 224),
+    )  # fmt: skip
+    charts = {name: f"img/summary-{name}.png" for name in ("classes", "confidence", "margin")}
+    site = SiteContent(photos=photos, skipped=(), model=model, per_page=120,
+                       summary=summarize_folder(photos), charts=charts,
+                       chart_sizes={name: (1, 1) for name in charts})  # fmt: skip
+    root = tmp_path_factory.mktemp("big") / SUB_PATH.strip("/")
+
+    def write(rel: str, data: bytes) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    write_site(site, write)
+    thumb = root / "thumb.jpg"
+    shutil.copy(SAMPLE_PHOTOS[0], thumb)
+    for p in photos:
+        target = root / p.crop
+        target.parent.mkdir(exist_ok=True)
+        os.link(thumb, target)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root.parent))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}{SUB_PATH}", photos
+    server.shutdown()
+    server.server_close()
+
+
+# (url, bytes) of the page itself and of every resource it fetched since the last clearing.
+FETCHED = """() => performance.getEntriesByType('navigation').concat(
+  performance.getEntriesByType('resource')).map(e => [e.name, e.encodedBodySize])"""
+
+
+def test_index_and_filter_stay_light_at_5000_photos(browser, big_site):
+    base, photos = big_site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(base + "index.html", wait_until="load")
+        loaded = page.evaluate(FETCHED)
+        weight = sum(size for url, size in loaded if not url.endswith(".jpg"))
+        assert 20 * 1024 < weight <= 300 * 1024, loaded
+        # The pager: first, last and nearby pages, and a box to jump to any other.
+        links = page.locator("nav.pager").first.locator("a, span[aria-current]").count()
+        assert links <= 2 * 2 + 3, links
+        page.wait_for_load_state("networkidle")
+
+        page.evaluate("() => performance.clearResourceTimings()")
+        query = "ret"  # golden retriever, Labrador retriever, …
+        page.fill("#filter", query)
+        page.wait_for_function("() => /photos? predicted/.test("
+                               "document.getElementById('filter-status').textContent)")  # fmt: skip
+        page.wait_for_load_state("networkidle")
+        typed = page.evaluate(FETCHED)
+        data = sum(size for url, size in typed if "/search/" in url)
+        assert 0 < data <= 300 * 1024, typed
+        expected = sum(
+            1 for p in photos
+            if any(word.lower().startswith(query)
+                   for word in re.split(r"[^0-9A-Za-z]+", p.top5[0].label))
+        )  # fmt: skip
+        assert expected > 0
+        assert page.inner_text("#filter-status").startswith(f"{expected} photos predicted")
+
+        page.fill("#filter", "")  # the pagers show again
+        with page.expect_navigation(wait_until="load"):
+            page.locator("form[data-jump] input").first.fill("37")
+            page.locator("form[data-jump] button").first.click()
+        assert page.url == base + "index-37.html"
+        assert page.locator("nav.pager span[aria-current]").first.inner_text() == "37"
+    finally:
+        context.close()
 
 
 def test_nu_html_checker_finds_no_errors(site):

@@ -190,3 +190,63 @@ def test_rel_agrees_with_posixpath(target, page):
     from reportgen.site.pages import rel
 
     assert rel(target, page) == posixpath.relpath(target, posixpath.dirname(page) or ".")
+
+
+def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
+    """The filter's shards, split where large (made small here to split often), hold exactly the
+    photos whose label has a word starting with a query, wherever the browser looks for them."""
+    import hashlib
+    import json
+    import re
+
+    from torchvision.models import AlexNet_Weights
+
+    from reportgen.records import LayerRange, PhotoRecord, Prediction
+    from reportgen.site import pages
+
+    monkeypatch.setattr(pages, "SHARD_BYTES", 4096)
+    labels = AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    photos = [
+        PhotoRecord(width=1, height=1, frames=1,
+                    top5=(Prediction(i % 1000, labels[(i * 7) % 1000], 0.5),), cams=(),
+                    conv1_mean=(), conv1_max=(), ranges=(LayerRange("conv1", 0, 1),),
+                    source=f"p{i:05d}.jpg", key=hashlib.sha256(str(i).encode()).hexdigest())
+        for i in range(3000)
+    ]  # fmt: skip
+    files = pages.search_index(pages.SiteContent(photos=photos, skipped=(), model=None, per_page=9))
+    keys = set(json.loads(files.pop("search/keys.js").decode()[len("reportgenShardKeys(") : -3]))
+    shards = {}
+    for path, data in files.items():
+        key, body = re.fullmatch(r'reportgenShard\("(.*?)", (.*)\);\n', data.decode()).groups()
+        shards[key] = {entry[0] for entry in json.loads(body)}
+        assert path == f"search/{key}.js" and key in keys
+        assert len(data) <= 4096 or key.count("-") == pages.MAX_SHARD_LETTERS - 1
+    assert any(k.count("-") >= 2 for k in keys), "nothing was split"
+
+    def shard_for(query):  # filter.js's shardFor
+        for letters in range(2, 5):
+            key = pages.shard_key(query, letters)
+            if key in keys:
+                return key
+            if not any(k.startswith(key + "-") for k in keys):
+                return None
+            if len(query) <= letters:
+                return ""
+        return None
+
+    for query in ("re", "ret", "retr", "sp", "spi", "ca", "cat", "tabby", "dog", "zz", "ze"):
+        expected = {
+            p.source for p in photos
+            if any(w.startswith(query) for w in re.split(r"[^0-9a-z]+", p.top5[0].label.lower()))
+        }  # fmt: skip
+        key = shard_for(query)
+        if key == "":
+            assert len(query) < 4  # "type another letter"
+            continue
+        found = set() if key is None else shards[key]
+        matching = {
+            s for s in found
+            if any(w.startswith(query) for w in re.split(r"[^0-9a-z]+",
+                   next(p for p in photos if p.source == s).top5[0].label.lower()))
+        }  # fmt: skip
+        assert matching == expected, query

@@ -129,7 +129,8 @@ def write_site(site: SiteContent, write: Writer, *, progress: bool = False) -> N
     writer.index_pages()
     write("predictions.json", predictions_json(site))
     write("predictions.csv", predictions_csv(site))
-    write("search-index.js", search_index(site))
+    for path, data in search_index(site).items():
+        write(path, data)
     # For publishing from a branch: no Jekyll processing, so every file is served as written.
     write(".nojekyll", b"")
 
@@ -172,13 +173,13 @@ class PageWriter:
         photos = list(self.site.photos)
         size = self.site.per_page
         count = max(1, -(-len(photos) // size))
-        pages = [{"number": n, "url": naming.index_page(n)} for n in range(1, count + 1)]
         for n in range(1, count + 1):
             self.page(
                 "index.html",
                 naming.index_page(n),
                 photos=photos[(n - 1) * size : n * size],
-                pages=pages,
+                pages=pager(n, count),
+                page_count=count,
                 current=n,
                 total=len(photos),
                 skipped=self.site.skipped,
@@ -216,6 +217,24 @@ class PageWriter:
         )
 
 
+NEARBY = 2
+
+
+def pager(current: int, count: int) -> list[dict[str, Any]]:
+    """The index pages a pager links: the first, the last, and the NEARBY on each side of the
+    current one, with a gap (``None`` as the number) where pages are left out. However many pages
+    there are, a pager has at most 2 * NEARBY + 5 entries."""
+    shown = sorted(
+        {1, count, *range(current - NEARBY, current + NEARBY + 1)} & set(range(1, count + 1))
+    )
+    entries: list[dict[str, Any]] = []
+    for n in shown:
+        if entries and n > entries[-1]["number"] + 1:
+            entries.append({"number": None, "url": None})
+        entries.append({"number": n, "url": naming.index_page(n)})
+    return entries
+
+
 PROBABILITY_DIGITS = 6
 
 
@@ -224,20 +243,79 @@ def exported(probability: float) -> float:
     return round(probability, PROBABILITY_DIGITS)
 
 
-def search_index(site: SiteContent) -> bytes:
-    """``search-index.js``: what the index's filter needs of every photo, loaded on first use."""
-    photos = [
-        {
-            "source": p.source,
-            "page": p.page,
-            "thumb": p.crop,
-            "label": p.top5[0].label,
-            "percent": f"{p.top5[0].probability * 100:.1f}%",
-        }
+SEARCH_DIR = "search"
+SHARD_BYTES = 256 * 1024
+"""A shard larger than this is split by one more letter (up to MAX_SHARD_LETTERS), so typing never
+fetches more than about this much, however many photos share a label's first letters."""
+MIN_SHARD_LETTERS = 2
+MAX_SHARD_LETTERS = 4
+
+
+def shard_key(text: str, letters: int = MIN_SHARD_LETTERS) -> str:
+    """The shard of a filter query, or of a label word, starting with ``text``: its first
+    ``letters`` characters, lower-cased, as hex code points (safe in a file name, in any
+    language)."""
+    return "-".join(f"{ord(c):x}" for c in text[:letters].lower())
+
+
+def _word_starts(label: str) -> list[str]:
+    """Each word of a label from its first letter on, lower-cased (a word starts after anything
+    that is not a letter or digit)."""
+    lower = label.lower()
+    return [
+        lower[i:]
+        for i, c in enumerate(lower)
+        if c.isalnum() and (i == 0 or not lower[i - 1].isalnum())
+    ]
+
+
+def search_index(site: SiteContent) -> dict[str, bytes]:
+    """The filter's data, in shards by the first letters of each word of the top-1 label: typing
+    loads only the shard its first letters name, however large the folder.
+
+    Shards are keyed by two letters, and a shard over SHARD_BYTES is split by a third (and so
+    on). Each is a script that hands its photos, as [source, page, thumbnail, label, percent], to
+    ``reportgenShard(key, photos)``; ``keys.js`` names the shards there are.
+    """
+    entries = [
+        (
+            [p.source, p.page, p.crop, p.top5[0].label, f"{p.top5[0].probability * 100:.1f}%"],
+            _word_starts(p.top5[0].label),
+        )
         for p in site.photos
     ]
-    data = json.dumps(photos, ensure_ascii=True, separators=(",", ":"))
-    return f"window.reportgenPhotos = {data};\n".encode("ascii")
+    files: dict[str, bytes] = {}
+    _shard(entries, MIN_SHARD_LETTERS, files)
+    keys = sorted(k.removeprefix(f"{SEARCH_DIR}/").removesuffix(".js") for k in files)
+    files[f"{SEARCH_DIR}/keys.js"] = f"reportgenShardKeys({_compact(keys)});\n".encode()
+    return dict(sorted(files.items()))
+
+
+def _shard(
+    entries: list[tuple[list[str], list[str]]], letters: int, files: dict[str, bytes]
+) -> None:
+    """Group ``entries`` by the first ``letters`` letters of their words into ``files``,
+    splitting a group that is too large by one more letter."""
+    groups: dict[str, list[tuple[list[str], list[str]]]] = {}
+    for entry, words in entries:
+        for key in sorted({shard_key(w, letters) for w in words}):
+            groups.setdefault(key, []).append((entry, words))
+    for key, members in groups.items():
+        data = f"reportgenShard({json.dumps(key)}, {_compact([e for e, _ in members])});\n"
+        if len(data) > SHARD_BYTES and letters < MAX_SHARD_LETTERS:
+            # Only the words that begin with this key decide the finer shards.
+            prefix = [chr(int(c, 16)) for c in key.split("-")]
+            narrower = [
+                (e, [w for w in ws if w[:letters] == "".join(prefix) and len(w) > letters])
+                for e, ws in members
+            ]
+            _shard(narrower, letters + 1, files)
+        else:
+            files[f"{SEARCH_DIR}/{key}.js"] = data.encode("ascii")
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
 
 def predictions_csv(site: SiteContent) -> bytes:

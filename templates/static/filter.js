@@ -1,8 +1,22 @@
 // Client-side filter of every photo by its predicted (top-1) label; no server needed.
-// The full list (search-index.js, one entry per photo) is loaded only once someone types,
-// so index pages stay light however many photos there are.
+// The photos are split into shards by the first two letters of each word of their label
+// (search/<key>.js): typing loads only the shard the query's first two letters name, so the
+// index pages and the filter stay light however many photos there are. A label matches where
+// one of its words starts with the query.
+// Also: the pager's "jump to page" box.
 (function () {
   "use strict";
+  var forms = document.querySelectorAll("form[data-jump]");
+  for (var f = 0; f < forms.length; f++) {
+    forms[f].hidden = false;
+    forms[f].addEventListener("submit", function (event) {
+      event.preventDefault();
+      var pages = parseInt(this.getAttribute("data-pages"), 10);
+      var n = Math.min(Math.max(parseInt(this.elements.page.value, 10) || 1, 1), pages);
+      window.location.href = n === 1 ? "index.html" : "index-" + n + ".html";
+    });
+  }
+
   var input = document.getElementById("filter");
   if (!input) { return; }
   var root = input.getAttribute("data-root") || "";
@@ -10,7 +24,59 @@
   var status = document.getElementById("filter-status");
   var paged = document.querySelectorAll("[data-paged]");
   var LIMIT = 120;
-  var requested = false;
+  var shards = {};  // key -> photos, once loaded; key -> null while loading
+  var keys = null;  // the shards there are (search/keys.js), once loaded
+  var keysRequested = false;
+
+  function load(path) {
+    var script = document.createElement("script");
+    script.src = root + path;
+    document.head.appendChild(script);
+  }
+
+  window.reportgenShardKeys = function (list) {
+    keys = {};
+    list.forEach(function (key) { keys[key] = true; });
+    apply();
+  };
+
+  window.reportgenShard = function (key, photos) {
+    shards[key] = photos.map(function (p) {
+      return {source: p[0], page: p[1], thumb: p[2], label: p[3], percent: p[4]};
+    });
+    apply();
+  };
+
+  // As reportgen.site.pages.shard_key: the first characters, as hex code points.
+  function shardKey(text, letters) {
+    var chars = Array.from(text.toLowerCase()).slice(0, letters);
+    return chars.map(function (c) { return c.codePointAt(0).toString(16); }).join("-");
+  }
+
+  // The shard that holds every label with a word starting with the query: two letters' worth,
+  // or more where a large shard was split. "" when the query must be longer to tell; null when
+  // no label has a word starting so.
+  function shardFor(query) {
+    var length = Array.from(query).length;
+    for (var letters = 2; letters <= 4; letters++) {
+      var key = shardKey(query, letters);
+      if (keys[key]) { return key; }
+      var split = Object.keys(keys).some(function (k) { return k.indexOf(key + "-") === 0; });
+      if (!split) { return null; }
+      if (length <= letters) { return ""; }
+    }
+    return null;
+  }
+
+  function startsAWord(label, query) {
+    var lower = label.toLowerCase();
+    var at = lower.indexOf(query);
+    while (at !== -1) {
+      if (at === 0 || !/[\p{L}\p{N}]/u.test(lower.charAt(at - 1))) { return true; }
+      at = lower.indexOf(query, at + 1);
+    }
+    return false;
+  }
 
   function show(node, visible) { node.hidden = !visible; }
 
@@ -50,19 +116,37 @@
       status.textContent = "";
       return;
     }
-    var photos = window.reportgenPhotos;
-    if (!photos) {
-      if (!requested) {
-        requested = true;
-        var script = document.createElement("script");
-        script.src = root + "search-index.js";
-        script.onload = apply;
-        document.head.appendChild(script);
-      }
+    if (Array.from(query).length < 2) {
+      for (i = 0; i < paged.length; i++) { show(paged[i], true); }
+      show(results, false);
+      status.textContent = "Type at least two letters.";
+      return;
+    }
+    if (keys === null) {
+      if (!keysRequested) { keysRequested = true; load("search/keys.js"); }
       status.textContent = "Loading…";
       return;
     }
-    var matches = photos.filter(function (p) { return p.label.toLowerCase().indexOf(query) !== -1; });
+    var key = shardFor(query);
+    if (key === "") {
+      for (i = 0; i < paged.length; i++) { show(paged[i], true); }
+      show(results, false);
+      status.textContent = "Many labels start so: type another letter.";
+      return;
+    }
+    if (key === null) {
+      key = "none";
+      shards[key] = [];  // no label has a word starting with these letters
+    } else if (!(key in shards)) {
+      shards[key] = null;
+      load("search/" + key + ".js");
+    }
+    var photos = shards[key];
+    if (!photos) {
+      status.textContent = "Loading…";
+      return;
+    }
+    var matches = photos.filter(function (p) { return startsAWord(p.label, query); });
     results.textContent = "";
     matches.slice(0, LIMIT).forEach(function (p) { results.appendChild(item(p)); });
     for (i = 0; i < paged.length; i++) { show(paged[i], false); }
