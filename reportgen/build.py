@@ -32,6 +32,8 @@ from .weights import WeightsSpec, resolve_weights
 log = logging.getLogger("reportgen")
 
 STAT_INDEX = "stat-index.sqlite"
+PAGES_LIMIT = 1_000_000_000
+"""GitHub Pages' limit on a published site, in bytes."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class BuildResult:
     """Photos reported whose results came from the cache."""
     device: str | None
     """Where the model ran; None when it was not needed."""
+    site_bytes: int = 0
+    """The site's size: what publishing it uploads."""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds spent in each stage: discover, import torch, load model, inference, summary,
     pages, commit (import, load and inference only when the model ran)."""
@@ -97,7 +101,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             gathered = gather(config, input_dir, out, clock, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
-            write(config, out, gathered, analysed, clock, progress=progress)
+            site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
     except OSError as exc:
         raise BuildError(f"{os_error_message(exc)} (the previous site is unchanged)") from exc
     except Interrupted:
@@ -111,6 +115,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         computed=gathered.computed,
         reused=len(gathered.photos) - gathered.computed,
         device=gathered.device,
+        site_bytes=site_bytes,
         timings=clock.laps,
     )
 
@@ -251,9 +256,9 @@ def write(
     clock: _Stopwatch,
     *,
     progress: bool,
-) -> None:
+) -> int:
     """Write the site aside, swap it in, and drop from the build's own cache what it no longer
-    uses."""
+    uses; the site's size in bytes."""
     site = SiteContent(
         photos=analysed.photos,
         skipped=gathered.skipped,
@@ -272,7 +277,9 @@ def write(
         _stage_pictures(analysed, gathered.cache, staging)
         write_site(site, staging.write, progress=progress)
         clock.lap("pages")
-        staging.commit(force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",))
+        site_bytes = staging.commit(
+            force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",)
+        )
     except KeyboardInterrupt:
         out.discard_staging()
         raise Interrupted(
@@ -285,6 +292,13 @@ def write(
     if config.cache is None:
         gathered.cache.prune(set(gathered.keys), charts=set(analysed.charts.values()))
     clock.lap("commit")
+    if site_bytes > PAGES_LIMIT:
+        log.warning(
+            "the site is %.2f GB, over GitHub Pages' 1 GB limit: publish fewer photos from this "
+            "folder (or fewer --layers), or use a static host without that limit",
+            site_bytes / 1e9,
+        )
+    return site_bytes
 
 
 def _check_input(input_dir: Path | None) -> Path:

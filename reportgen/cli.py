@@ -161,7 +161,17 @@ def _summary(result: BuildResult) -> str:
         work = "all from the cache"
     count = len(result.skipped)
     skipped = f"; {count} file{'' if count == 1 else 's'} skipped (see above)" if count else ""
-    return f"wrote {pages} ({work}) to {result.out_dir / 'index.html'}{skipped}"
+    size = _size(result.site_bytes)
+    return f"wrote {pages} ({work}) to {result.out_dir / 'index.html'} ({size}){skipped}"
+
+
+def _size(count: int) -> str:
+    """Bytes as people say them (decimal units, as GitHub Pages' limit is stated)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
 
 
 def _setup_logging() -> None:

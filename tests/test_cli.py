@@ -165,9 +165,13 @@ def test_console_script_builds_a_site(tmp_path, photos_dir, weights_file):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    published = sum(
+        p.stat().st_size for p in out.rglob("*") if p.is_file() and ".reportgen" not in p.parts
+    )
+    assert 100_000 < published < 1_000_000  # so the line says kB
     assert proc.stderr.splitlines() == [
         f"reportgen: wrote 5 photo pages (5 computed on {device}, 0 from the cache) "
-        f"to {out / 'index.html'}"
+        f"to {out / 'index.html'} ({published / 1000:.1f} kB)"
     ]
     assert (out / "index.html").is_file()
 

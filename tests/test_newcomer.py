@@ -78,9 +78,28 @@ def test_the_closing_line_counts_pages_and_skipped_files_apart(tmp_path, capsys)
     out = tmp_path / "site"
     assert build(str(src), "--out", str(out), "--weights", "random") == 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    published = sum(
+        p.stat().st_size for p in out.rglob("*") if p.is_file() and ".reportgen" not in p.parts
+    )
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"reportgen: wrote 1 photo page (1 computed on {device}, 0 from the cache) to "
-        f"{out / 'index.html'}; 2 files skipped (see above)"
+        f"{out / 'index.html'} ({published / 1000:.1f} kB); 2 files skipped (see above)"
+    )
+
+
+def test_a_site_over_github_pages_limit_is_warned_about(tmp_path, monkeypatch, capsys):
+    import reportgen.build
+
+    monkeypatch.setattr(reportgen.build, "PAGES_LIMIT", 10_000)
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLE_PHOTOS[0], src / "good.jpg")
+    assert build(str(src), "--out", str(tmp_path / "site"), "--weights", "random") == 0
+    err = capsys.readouterr().err
+    assert re.search(
+        r"reportgen: the site is 0\.\d\d GB, over GitHub Pages' 1 GB limit: publish fewer photos "
+        r"from this folder \(or fewer --layers\), or use a static host without that limit",
+        err,
     )
 
 

@@ -206,8 +206,9 @@ class Staging:
 
     def commit(
         self, *, force: bool = False, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
-    ) -> None:
-        """Move every staged file into the site, then delete what the old site had and this lacks.
+    ) -> int:
+        """Move every staged file into the site, then delete what the old site had and this lacks;
+        return the site's size in bytes (what publishing it uploads).
 
         Files are replaced one by one with atomic renames: ``first`` (pictures: new names, invisible
         to the old pages), then pages, ``last`` (the index) at the end, so at every moment each link
@@ -255,8 +256,10 @@ class Staging:
             if target.is_file() or target.is_symlink():
                 target.unlink()
                 _remove_empty_parents(target.parent, folder.root)
-        self._write_manifest({rel: self._state(rel) for rel in site})
+        states = {rel: self._state(rel) for rel in site}
+        self._write_manifest(states)
         shutil.rmtree(folder.staging)
+        return sum(size for _, size, _ in states.values())
 
     def _state(self, rel: str) -> FileState:
         """What the site's ``rel`` is now, for the manifest."""
