@@ -31,7 +31,7 @@ class Source:
     """Its size in bytes."""
     sha256: str
     """Hex digest of its bytes: the photo's identity for the cache."""
-    stamp: tuple[int, int, int] | None = None
+    stamp: tuple[int, int, int]
     """(size, modification time in ns, inode) when it was hashed: a file whose stamp differs
     later has changed since (as git's index and rsync tell)."""
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from reportgen.files import stamp_of
 from reportgen.inference.pipeline import PhotoDataset
 from reportgen.records import Source
 
@@ -88,7 +89,8 @@ def test_every_mutated_image_is_a_crop_or_a_one_line_skip(folder: Path, case: tu
     name, data = case
     path = folder / f"input{FORMATS[name]}"
     path.write_bytes(data)
-    source = Source(path, path.name, len(data), hashlib.sha256(data).hexdigest())
+    stamp = stamp_of(path.stat())
+    source = Source(path, path.name, len(data), hashlib.sha256(data).hexdigest(), stamp)
     item = PhotoDataset([source], max_pixels=None, allow_truncated=False)[0]
     ran.append(name)
     if item.failure is None:

@@ -9,7 +9,6 @@ folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..decoding import preprocess
 from ..decoding.decode import FAST_MARGIN, UnreadableImage, open_rgb
-from ..files import ChangedFile, NotRegularFile, read_regular, read_unchanged
+from ..files import ChangedFile, NotRegularFile, read_unchanged
 from ..layout import Grid
 from ..records import Source
 from . import pictures
@@ -121,7 +120,6 @@ class PhotoDataset(Dataset[DecodedPhoto]):
     ) -> None:
         self.paths = [s.path for s in sources]
         self.stamps = [s.stamp for s in sources]
-        self.hashes = [s.sha256 for s in sources]
         self.max_pixels = max_pixels
         self.allow_truncated = allow_truncated
         self.reduce_to = preprocess.RESIZE_SIZE * FAST_MARGIN if decode == "fast" else None
@@ -135,14 +133,8 @@ class PhotoDataset(Dataset[DecodedPhoto]):
         The file's stamp (size, mtime, inode) is checked before and after reading, rather than
         hashing its bytes again: a few microseconds instead of milliseconds for a phone photo.
         """
-        stamp = self.stamps[index]
         try:
-            if stamp is None:
-                data = read_regular(self.paths[index])
-                if hashlib.sha256(data).hexdigest() != self.hashes[index]:
-                    raise ChangedFile("changed since it was found")
-            else:
-                data = read_unchanged(self.paths[index], stamp)
+            data = read_unchanged(self.paths[index], self.stamps[index])
         except ChangedFile:
             return DecodeFailure(index, "changed while the build ran; build again", lasting=False)
         except OSError as exc:
