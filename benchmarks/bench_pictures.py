@@ -4,7 +4,8 @@
 
 For the conv1 grids (the site's largest pictures) and the crops of N photos made as a build makes
 them (random weights): bytes per picture, encode time, and the mean and worst difference from the
-exact picture, in grey levels, for JPEG, WebP and PNG at several qualities.
+exact picture, in grey levels, for JPEG (plain and with optimised Huffman tables), WebP, AVIF
+and PNG at several qualities.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from bench_build import make_photos  # noqa: E402
 
 FORMATS = (
     [("JPEG", {"quality": q}) for q in (95, 85, 80, 75, 70, 60)]
+    + [("JPEG", {"quality": q, "optimize": True}) for q in (85, 75, 70, 65)]
     + [("WEBP", {"quality": q, "method": 4}) for q in (90, 80, 70)]
     + [
         ("WEBP", {"lossless": True, "method": 4}),
+    ]
+    + [("AVIF", {"quality": q, "speed": 8}) for q in (70, 60, 50)]
+    + [
         ("PNG", {"compress_level": 6}),
     ]
 )

@@ -275,7 +275,7 @@ def write(
     staging = out.begin()
     try:
         _stage_pictures(analysed, gathered.cache, staging)
-        write_site(site, staging.write, progress=progress)
+        write_site(site, staging, progress=progress)
         clock.lap("pages")
         site_bytes = staging.commit(
             force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",)

@@ -125,7 +125,7 @@ class Config:
         "photos",
         flag="--cache",
         metavar="DIR",
-        default_text="OUT_DIR/.reportgen/cache",
+        default_text="~/.cache/reportgen/sites/OUT-HASH/cache",
     )
     full: bool = _option(
         False,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
 from .records import Skipped, Source
-from .site.output import STATE_DIR
+from .site.output import LEGACY_STATE_DIR, MARKER
 
 log = logging.getLogger("reportgen")
 
@@ -110,8 +110,9 @@ def _hash_file(path: Path) -> tuple[Stamp, str]:
 
 
 def _is_site(folder: Path) -> bool:
-    """Whether ``folder`` is a site reportgen wrote (its private state folder is there)."""
-    if (folder / STATE_DIR).is_dir():
+    """Whether ``folder`` is a site reportgen wrote (its marker, or an older version's state
+    folder, is there)."""
+    if (folder / MARKER).is_file() or (folder / LEGACY_STATE_DIR).is_dir():
         log.info("not searching %s for photos: it is a reportgen site", folder)
         return True
     return False

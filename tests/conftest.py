@@ -5,6 +5,7 @@ Nothing here touches the network or needs a GPU.
 
 from __future__ import annotations
 
+import os
 import shutil
 import urllib.error
 from pathlib import Path
@@ -14,10 +15,25 @@ import torch
 from torchvision.models import alexnet
 
 from reportgen.cli import main
+from reportgen.site.output import HOME_VARIABLE, OutputFolder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PHOTOS = sorted((REPO / "inputs").glob("*.jpg"))
 SEED = 1234
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reportgen_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """reportgen's state and caches go to a folder of the test session's, never the user's
+    (session-wide, so the session's own built sites use it too; subprocesses inherit it)."""
+    home = tmp_path_factory.mktemp("reportgen-home")
+    os.environ[HOME_VARIABLE] = str(home)
+    return home
+
+
+def state_of(out: Path) -> Path:
+    """reportgen's state folder for the site at ``out`` (manifest, stat index, lock, cache)."""
+    return OutputFolder(out).state
 
 
 @pytest.fixture(autouse=True)

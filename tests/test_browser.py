@@ -404,11 +404,15 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
                        chart_sizes={name: (1, 1) for name in charts})  # fmt: skip
     root = tmp_path_factory.mktemp("big") / SUB_PATH.strip("/")
 
-    def write(rel: str, data: bytes) -> None:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
+    class Folder:
+        def write(self, rel: str, data: bytes, key: str = "") -> None:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
 
-    write_site(site, write)
+        def keep(self, rel: str, key: str) -> bool:
+            return False
+
+    write_site(site, Folder())
     thumb = root / "thumb.jpg"
     shutil.copy(SAMPLE_PHOTOS[0], thumb)
     for p in photos:

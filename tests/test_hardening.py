@@ -20,7 +20,7 @@ import reportgen.build
 import reportgen.inference.stage
 from reportgen.cache import ResultCache
 
-from .conftest import SAMPLE_PHOTOS, run_cli
+from .conftest import SAMPLE_PHOTOS, run_cli, state_of
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -69,7 +69,7 @@ def test_a_full_disk_is_one_line_and_the_previous_site_stays_whole(
 
     def full(fd: int, data) -> int:
         path = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else ""
-        if stage == "pictures" or "/staging/" in path:
+        if stage == "pictures" or "/.reportgen-staging/" in path:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
@@ -82,9 +82,10 @@ def test_a_full_disk_is_one_line_and_the_previous_site_stays_whole(
         "; the disk is full: free some space, or choose another --out or --cache "
         "(the previous site is unchanged)"
     )
-    assert str(tmp_path) in line  # the path it could not write
+    # The path it could not write: the cache's pictures, or the staged pages.
+    assert str(state_of(out) if stage == "pictures" else out) in line
     assert site_files(out) == before
-    assert not (out / ".reportgen" / "staging").exists()
+    assert not (out / ".reportgen-staging").exists()
     assert build(src, out) == 0  # and once there is space again, the build goes through
     assert len(json.loads((out / "predictions.json").read_text())["images"]) == 3
 
@@ -124,7 +125,7 @@ def test_a_real_full_disk(tmp_path, small_disk, capsys):
     assert line.startswith("reportgen: error: No space left on device: ")
     assert "the disk is full" in line
     assert site_files(out) == before
-    assert not (out / ".reportgen" / "staging").exists()  # its space was given back at once
+    assert not (out / ".reportgen-staging").exists()  # its space was given back at once
 
 
 def test_a_read_only_output_folder(tmp_path, read_only_disk, capsys):
@@ -204,7 +205,7 @@ def test_a_photo_changed_after_hashing_is_never_cached_under_the_old_hash(
 
 
 def _entries(out: Path) -> list[Path]:
-    return sorted((out / ".reportgen" / "cache" / "results").glob("*/*.json"))
+    return sorted((state_of(out) / "cache" / "results").glob("*/*.json"))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "picture-emptied", "picture-gone"])
@@ -213,7 +214,7 @@ def test_a_damaged_cache_entry_is_recomputed_not_used(tmp_path, damage):
     first = reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
     entry = _entries(out)[0]
-    picture = next((out / ".reportgen" / "cache" / "pictures").glob(f"*/{entry.stem}-conv1.jpg"))
+    picture = next((state_of(out) / "cache" / "pictures").glob(f"*/{entry.stem}-conv1.jpg"))
     if damage == "truncated":
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
     elif damage == "garbage":
@@ -281,7 +282,7 @@ def _start(*args: str) -> subprocess.Popen:
 
 
 def _wait_for_lock(out: Path, proc: subprocess.Popen) -> None:
-    lock = out / ".reportgen" / "lock"
+    lock = state_of(out) / "lock"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if lock.is_file() and lock.read_text().strip() == str(proc.pid):
@@ -354,7 +355,7 @@ def test_an_interrupted_first_build_does_not_block_the_next(tmp_path, monkeypatc
         "reportgen: error: interrupted before any photo was finished; the previous site is "
         "unchanged"
     )
-    assert (out / ".reportgen").is_dir() and not (out / "index.html").exists()
+    assert (state_of(out) / "lock").is_file() and not (out / "index.html").exists()
     monkeypatch.undo()
     assert build(src, out) == 0
 

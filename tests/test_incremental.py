@@ -16,7 +16,7 @@ from PIL import Image
 from reportgen.build import build
 from reportgen.config import load_config
 
-from .conftest import SAMPLE_PHOTOS
+from .conftest import SAMPLE_PHOTOS, state_of
 from .htmltools import images
 from .test_site import assert_links_resolve
 
@@ -109,11 +109,11 @@ def test_cache_can_live_outside_the_site(tmp_path, weights_file):
     make_photos(src, 2)
     assert run_build(src, tmp_path / "one", str(weights_file), cache=cache).computed == 2
     assert run_build(src, tmp_path / "two", str(weights_file), cache=cache).computed == 0
-    assert not (tmp_path / "two" / ".reportgen" / "cache").exists()
+    assert not (state_of(tmp_path / "two") / "cache").exists()
 
 
 def _results(out: Path) -> int:
-    return len(list((out / ".reportgen" / "cache" / "results").glob("*/*.json")))
+    return len(list((state_of(out) / "cache" / "results").glob("*/*.json")))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -165,5 +165,5 @@ def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, 
     assert resumed.reused == 4 + finished
     assert resumed.computed == 60 - finished
     assert len(resumed.photos) == 64
-    assert not (out / ".reportgen" / "staging").exists()
+    assert not (out / ".reportgen-staging").exists()
     assert_links_resolve(out)

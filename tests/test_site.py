@@ -167,7 +167,7 @@ def test_rebuild_keeps_the_users_files_and_drops_removed_photos(tmp_path, weight
     second = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
     assert len(second["images"]) == 2
     assert len(list((out / "img").glob("*-input.jpg"))) == 2
-    assert not (out / ".reportgen" / "staging").exists()
+    assert not (out / ".reportgen-staging").exists()
     assert_links_resolve(out)
 
 

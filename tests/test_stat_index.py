@@ -15,7 +15,7 @@ import reportgen
 import reportgen.discover
 from reportgen.build import STAT_INDEX
 
-from .conftest import SAMPLE_PHOTOS
+from .conftest import SAMPLE_PHOTOS, state_of
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_a_rebuild_reads_only_the_files_that_changed(tmp_path, hashed):
     src, out = settled(tmp_path / "in", 4), tmp_path / "site"
     first = build(src, out)
     assert sorted(hashed) == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]
-    assert (out / ".reportgen" / STAT_INDEX).is_file()
+    assert (state_of(out) / STAT_INDEX).is_file()
 
     hashed.clear()
     again = build(src, out)
@@ -81,7 +81,7 @@ def test_a_file_written_just_before_hashing_is_hashed_again(tmp_path, hashed):
 def test_a_damaged_index_is_ignored(tmp_path, hashed):
     src, out = settled(tmp_path / "in", 2), tmp_path / "site"
     build(src, out)
-    (out / ".reportgen" / STAT_INDEX).write_bytes(b"not a database")
+    (state_of(out) / STAT_INDEX).write_bytes(b"not a database")
     hashed.clear()
     result = build(src, out)
     assert len(hashed) == 2 and result.computed == 0 and len(result.photos) == 2
@@ -100,13 +100,13 @@ def test_a_rebuild_rewrites_only_the_files_whose_bytes_change(tmp_path):
     src, out = settled(tmp_path / "in", 6), tmp_path / "site"
     build(src, out, per_page=3)
     before = _versions(out)
-    state = {name: (out / ".reportgen" / name).stat().st_mtime_ns
+    state = {name: (state_of(out) / name).stat().st_mtime_ns
              for name in ("manifest.json", STAT_INDEX)}  # fmt: skip
 
     build(src, out, per_page=3)  # nothing changed: nothing is written
     assert _versions(out) == before
     for name, mtime in state.items():
-        assert (out / ".reportgen" / name).stat().st_mtime_ns == mtime, name
+        assert (state_of(out) / name).stat().st_mtime_ns == mtime, name
 
     # New bytes (pictures are named by content), sorting last: index page 3 of 3.
     Image.open(SAMPLE_PHOTOS[0]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
@@ -120,3 +120,94 @@ def test_a_rebuild_rewrites_only_the_files_whose_bytes_change(tmp_path):
     unchanged_photo = next(p for p in result.photos if p.source == "p0.jpg")
     assert unchanged_photo.page not in rewritten and unchanged_photo.crop not in rewritten
     assert "assets/style.css" not in rewritten
+
+
+@pytest.fixture
+def rendered(monkeypatch) -> list[str]:
+    """The pages the site's writer renders, by path, as builds go."""
+    from reportgen.site.pages import PageWriter
+
+    calls: list[str] = []
+    real = PageWriter.render
+
+    def counting(self, template: str, path: str, **context):
+        calls.append(path)
+        return real(self, template, path, **context)
+
+    monkeypatch.setattr(PageWriter, "render", counting)
+    return calls
+
+
+def test_a_rebuild_renders_only_the_pages_whose_content_changed(tmp_path, rendered):
+    src, out = settled(tmp_path / "in", 6), tmp_path / "site"
+    first = build(src, out, per_page=3)
+    photo_pages = {p.page for p in first.photos}
+    assert photo_pages | {"index.html", "index-2.html"} <= set(rendered)
+
+    rendered.clear()
+    build(src, out, per_page=3)  # nothing changed: no photo or index page is rendered
+    assert not set(rendered) & (photo_pages | {"index.html", "index-2.html"})
+
+    rendered.clear()
+    Image.open(SAMPLE_PHOTOS[1]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
+    result = build(src, out, per_page=3)
+    new = next(p for p in result.photos if p.source == "p9.jpg")
+    before = next(p for p in result.photos if p.source == "p5.jpg")
+    # The new page, its neighbour's (a new next link), and the index page it lands on.
+    assert set(rendered) & ({p.page for p in result.photos} | {"index-3.html"}) == {
+        new.page,
+        before.page,
+        "index-3.html",
+    }
+
+    rendered.clear()
+    (out / before.page).write_text("edited by hand")  # a page not as the last build left it
+    build(src, out, per_page=3)
+    assert before.page in rendered and "edited" not in (out / before.page).read_text()
+
+
+def test_the_output_folder_holds_only_the_site_and_a_small_marker(tmp_path):
+    src, out = settled(tmp_path / "in", 2), tmp_path / "site"
+    result = build(src, out)
+    own = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert own == [".nojekyll", ".reportgen-site"]
+    assert (out / ".reportgen-site").stat().st_size < 100
+    published = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert result.site_bytes == published
+    state = state_of(out)
+    assert (state / "manifest.json").is_file() and (state / "cache").is_dir()
+    assert not state.is_relative_to(out)
+    assert len(list((state / "cache" / "pictures").glob("*/*.jpg"))) == 4
+
+
+def test_a_site_from_an_older_version_is_taken_over_and_its_state_removed(tmp_path):
+    """Versions before 0.2 kept their manifest and cache in OUT/.reportgen (and published them):
+    the first build takes the site over as its own and removes that folder."""
+    src, out = settled(tmp_path / "in", 2), tmp_path / "site"
+    build(src, out)
+    legacy = out / ".reportgen"
+    legacy.mkdir()
+    shutil.move(state_of(out) / "manifest.json", legacy / "manifest.json")
+    (out / ".reportgen-site").unlink()
+    (legacy / "cache").mkdir()
+    (out / "photos" / "gone.html").write_text("a page of a photo since removed")
+    manifest = (legacy / "manifest.json").read_text()
+    (legacy / "manifest.json").write_text(
+        manifest.replace('"files": {', '"files": {\n"photos/gone.html": ["", 0, 0],', 1)
+    )
+
+    build(src, out)  # no --force needed: the old manifest says these files are reportgen's
+    assert not legacy.exists() and (out / ".reportgen-site").is_file()
+    assert not (out / "photos" / "gone.html").exists()
+
+
+def test_a_marked_site_whose_state_is_gone_is_rebuilt_without_deleting_anything(tmp_path):
+    """A site folder that was moved, or whose state was cleared with the user's cache, is still
+    a reportgen site (its marker says so): its pages are replaced, and nothing else is deleted."""
+    src, out = settled(tmp_path / "in", 2), tmp_path / "site"
+    build(src, out)
+    (out / "CNAME").write_text("photos.example.org\n")
+    shutil.rmtree(state_of(out))
+    result = build(src, out)
+    assert result.computed == 2 and (out / "CNAME").read_text() == "photos.example.org\n"
+    assert (out / "index.html").is_file()

@@ -1,9 +1,15 @@
 """The output folder: what reportgen owns there, staging a new site aside, and swapping it in.
 
-reportgen keeps a manifest of every file it wrote in ``OUT/.reportgen/manifest.json``. Only files
-named there are ever replaced or deleted; a folder without a manifest that is not empty is refused
-unless the user forces it. A new site is written under ``OUT/.reportgen/staging`` first, and only
-moved into place once complete, so an interrupted build leaves the previous site whole.
+The output folder holds only what is published, plus a small marker file (:data:`MARKER`) that
+says a reportgen site lives there. reportgen's state for it (the manifest of every file it wrote,
+the stat index, the build lock and, by default, the cache) lives outside it, in
+:func:`state_home` ``/sites/NAME-HASH``, one folder per output folder: GitHub's Pages artifact,
+rsync and a ``gh-pages`` push copy dot-folders too, so state kept inside would be published.
+
+Only files the manifest names are ever replaced or deleted; a folder that is not empty and is not a
+reportgen site is refused unless the user forces it. A new site is written under
+``OUT/.reportgen-staging`` first (inside OUT, so the final moves are renames on one file system)
+and moved into place only once complete, so an interrupted build leaves the previous site whole.
 """
 
 from __future__ import annotations
@@ -19,16 +25,32 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from .. import __version__
 from ..errors import BuildError, UsageError
 from ..files import write_atomic, write_new
+from . import naming
 
 log = logging.getLogger("reportgen")
 
-STATE_DIR = ".reportgen"
+MARKER = ".reportgen-site"
+"""The one file of reportgen's own in OUT: says that a reportgen site lives there."""
+STAGING_DIR = ".reportgen-staging"
+LEGACY_STATE_DIR = ".reportgen"
+"""Where versions before 0.2 kept their state, inside OUT: read once, then removed."""
 MANIFEST = "manifest.json"
-STAGING = "staging"
 LOCK = "lock"
-MANIFEST_VERSION = 2  # 2: each file with its sha256 (written ones), size and mtime
+MANIFEST_VERSION = 3  # 2: each file with its sha256, size and mtime; 3: and the page's input key
+HOME_VARIABLE = "REPORTGEN_HOME"
+
+
+def state_home() -> Path:
+    """Where reportgen keeps its state and caches: ``$REPORTGEN_HOME``, else
+    ``$XDG_CACHE_HOME/reportgen``, else ``~/.cache/reportgen`` (as torch keeps
+    ``~/.cache/torch``)."""
+    if home := os.environ.get(HOME_VARIABLE):
+        return Path(home)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "reportgen"
 
 
 def _safe_relpath(rel: str) -> PurePosixPath:
@@ -36,18 +58,23 @@ def _safe_relpath(rel: str) -> PurePosixPath:
     path = PurePosixPath(rel)
     if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):
         raise ValueError(f"unsafe site path {rel!r}")
-    if path.parts[0] == STATE_DIR:
-        raise ValueError(f"site path {rel!r} is inside reportgen's private folder")
+    if path.parts[0] in (MARKER, STAGING_DIR, LEGACY_STATE_DIR):
+        raise ValueError(f"site path {rel!r} is reportgen's own file")
     return path
 
 
 class OutputFolder:
-    """The site folder and reportgen's private state inside it."""
+    """The site folder, and reportgen's state for it (kept outside it)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.state = root / STATE_DIR
-        self.staging = self.state / STAGING
+        resolved = root.resolve()
+        name = f"{naming.slug(resolved.name)}-{naming.short_hash(str(resolved), 16)}"
+        self.state = state_home() / "sites" / name
+        """This folder's manifest, stat index, lock and default cache."""
+        self.staging = root / STAGING_DIR
+        self.marker = root / MARKER
+        self.legacy = root / LEGACY_STATE_DIR
 
     def check(self, *, input_dir: Path, force: bool) -> None:
         """Refuse output folders that would lose or mix up a user's files.
@@ -60,46 +87,77 @@ class OutputFolder:
             raise UsageError(f"output {str(self.root)!r} exists and is not a folder")
         if self.root.resolve() == input_dir.resolve():
             raise UsageError("the output folder cannot be the input folder; choose another --out")
-        if self.state.is_symlink():
-            raise UsageError(
-                f"{str(self.state)!r} is a symbolic link; reportgen will not follow it"
-            )
+        for own in (self.staging, self.marker, self.legacy):
+            if own.is_symlink():
+                raise UsageError(f"{str(own)!r} is a symbolic link; reportgen will not follow it")
         if not self.root.is_dir() or self.is_reportgen_site() or force:
             return
-        # Only reportgen's own state (a first build that was interrupted) counts as empty.
-        if any(entry.name != STATE_DIR for entry in self.root.iterdir()):
+        # Only reportgen's own files (a first build that was interrupted) count as empty.
+        own = {STAGING_DIR, MARKER, LEGACY_STATE_DIR}
+        if any(entry.name not in own for entry in self.root.iterdir()):
             raise UsageError(
                 f"output folder {str(self.root)!r} is not empty and is not a reportgen site; "
                 "choose another --out, empty it, or pass --force to add the site beside its files"
             )
 
     def is_reportgen_site(self) -> bool:
-        return (self.state / MANIFEST).is_file()
+        manifests = (self.state / MANIFEST, self.legacy / MANIFEST)
+        return any(p.is_file() for p in (self.marker, *manifests))
+
+    def _manifest_files(self) -> object:
+        """The ``files`` of the manifest (this version's, else one a version before 0.2 left in
+        OUT); None when there is none."""
+        for path in (self.state / MANIFEST, self.legacy / MANIFEST):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                return None
+            return data.get("files") if isinstance(data, dict) else None
+        return None
 
     def owned_files(self) -> dict[str, FileState]:
         """Site-relative paths reportgen wrote last time (empty for a new folder), each with what
-        it was then: sha256, size and mtime (empty and zero where not known)."""
-        try:
-            data = json.loads((self.state / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        files = data.get("files", []) if isinstance(data, dict) else []
+        it was then: sha256, size, mtime and input key (empty and -1 where not known).
+
+        A site whose manifest is gone (the folder was moved or copied, or reportgen's cache was
+        cleared) but whose marker is there may replace the files it holds, but deletes none."""
+        files = self._manifest_files()
+        if files is None and self.marker.is_file():
+            log.warning(
+                "no record of the last build into %s (moved, or reportgen's cache was cleared): "
+                "its files may be replaced, and those the new site lacks are left in place",
+                self.root,
+            )
+            return {rel: _PRESUMED for rel in self._present_files()}
         if isinstance(files, list):  # version 1: names only
             return {f: _UNKNOWN for f in files if isinstance(f, str)}
         if not isinstance(files, dict):
             return {}
         return {
-            rel: (str(v[0]), int(v[1]), int(v[2]))
+            rel: (str(v[0]), int(v[1]), int(v[2]), str(v[3]) if len(v) > 3 else "")
             for rel, v in files.items()
-            if isinstance(rel, str) and isinstance(v, list) and len(v) == 3
+            if isinstance(rel, str) and isinstance(v, list) and len(v) in (3, 4)
         }
+
+    def _present_files(self) -> list[str]:
+        """Every file in the folder but reportgen's own, site-relative."""
+        found = []
+        for folder, dirs, files in os.walk(self.root):
+            here = PurePosixPath(Path(folder).relative_to(self.root).as_posix())
+            if here == PurePosixPath("."):
+                dirs[:] = [d for d in dirs if d not in (STAGING_DIR, LEGACY_STATE_DIR)]
+                files = [f for f in files if f != MARKER]
+            found += [str(here / f) if str(here) != "." else f for f in files]
+        return found
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool = False) -> Iterator[None]:
         """Hold the folder's build lock: one build at a time writes to an output folder.
 
-        An OS file lock (``flock``) on ``OUT/.reportgen/lock``, so the kernel releases it when a
-        build dies, however it dies. The file keeps the holder's process id, for the message.
+        An OS file lock (``flock``) on ``lock`` in the folder's state, so the kernel releases it
+        when a build dies, however it dies. The file keeps the holder's process id, for the message.
 
         Raises:
             BuildError: another build holds the lock (unless ``wait``: then wait for it).
@@ -135,28 +193,47 @@ class OutputFolder:
         self.staging.mkdir(parents=True)
         return Staging(self)
 
+    def mark(self) -> None:
+        """Write the marker that says this folder is a reportgen site (once: it rarely changes)."""
+        data = (json.dumps({"generator": "reportgen", "version": __version__}) + "\n").encode()
+        with contextlib.suppress(OSError):
+            if self.marker.read_bytes() == data:
+                data = b""
+        if data:
+            write_atomic(self.marker, data)
 
-FileState = tuple[str, int, int]
+    def drop_legacy_state(self) -> None:
+        """Remove the state a version before 0.2 kept inside the folder (it was published)."""
+        if self.legacy.is_dir() and not self.legacy.is_symlink():
+            log.info("moved reportgen's state out of %s (it was being published)", self.root)
+            shutil.rmtree(self.legacy)
+
+
+FileState = tuple[str, int, int, str]
 """A site file as the manifest remembers it: sha256 of its bytes ('' for a picture linked from
-the cache), size, mtime in ns."""
-_UNKNOWN: FileState = ("", -1, -1)
+the cache), size, mtime in ns, and the key of what it was made from ('' when not given)."""
+_UNKNOWN: FileState = ("", -1, -1, "")
+_PRESUMED: FileState = ("", -2, -2, "")
+"""A file found in a marked site whose manifest is gone: replaced if need be, never deleted."""
 
 
 class Staging:
     """A new site being written aside; :meth:`commit` swaps it in.
 
-    A file whose bytes are already in place is not written again: a page whose bytes hash as the
-    manifest says and whose size and mtime are as the last build left them, or a picture that is
-    already the very file (hard link) in the cache. Those are *kept*.
+    A file already in place as the last build left it (same size and mtime as the manifest says)
+    is not written again, but *kept*: a page whose bytes hash as the manifest says, or whose input
+    key (a hash of everything it shows, see :meth:`keep`) is the one it was made from, and a picture
+    (its name says its content).
     """
 
     def __init__(self, folder: OutputFolder) -> None:
         self.folder = folder
         self.files: set[str] = set()
         """Staged: to be moved into the site."""
-        self.kept: dict[str, str] = {}
-        """In place already, with their sha256 ('' for pictures)."""
-        self.digests: dict[str, str] = {}
+        self.kept: dict[str, FileState] = {}
+        """In place already, as the manifest will say."""
+        self.made: dict[str, tuple[str, str]] = {}
+        """Each staged file's sha256 ('' for pictures) and input key."""
         self._old = folder.owned_files()
 
     def path(self, rel: str) -> Path:
@@ -166,39 +243,47 @@ class Staging:
         self.files.add(rel)
         return target
 
-    def write(self, rel: str, data: bytes) -> None:
+    def keep(self, rel: str, key: str) -> bool:
+        """Keep the site's ``rel`` if the last build made it from the same input ``key`` and it is
+        still as it was left; whether it was kept (if not, :meth:`write` it)."""
+        was = self._old.get(rel)
+        if not key or was is None or was[3] != key or not self._in_place(rel, was):
+            return False
+        self.kept[rel] = was
+        return True
+
+    def write(self, rel: str, data: bytes, key: str = "") -> None:
+        """Stage ``data`` as the site's ``rel`` (kept instead if those bytes are in place)."""
         digest = hashlib.sha256(data).hexdigest()
-        if self._unchanged(rel, digest):
-            self.kept[rel] = digest
+        was = self._old.get(rel)
+        if was is not None and was[0] == digest and self._in_place(rel, was):
+            self.kept[rel] = (*was[:3], key)
             return
-        self.digests[rel] = digest
+        self.made[rel] = (digest, key)
         write_new(self.path(rel), data)
 
-    def _unchanged(self, rel: str, digest: str) -> bool:
-        """Whether the site's ``rel`` is what the last build left there, with these bytes."""
-        was = self._old.get(rel)
-        if was is None or was[0] != digest:
-            return False
+    def _in_place(self, rel: str, was: FileState) -> bool:
+        """Whether the site's ``rel`` is a file of the size and mtime the last build left."""
         try:
             st = self.folder.root.joinpath(*_safe_relpath(rel).parts).lstat()
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == was[1:]
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == was[1:3]
 
     def link(self, rel: str, existing: Path) -> None:
         """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.
 
-        Linking the same ``rel`` twice (two photos with the same bytes) stages it once; a site
-        file that is already ``existing`` itself is kept.
+        Linking the same ``rel`` twice (two photos with the same bytes) stages it once. A picture's
+        name says what it shows, so one the last build left in place is kept.
         """
         if rel in self.files or rel in self.kept:
             return
-        current = self.folder.root.joinpath(*_safe_relpath(rel).parts)
-        with contextlib.suppress(OSError):
-            if rel in self._old and not current.is_symlink() and current.samefile(existing):
-                self.kept[rel] = ""
-                return
+        was = self._old.get(rel)
+        if was is not None and self._in_place(rel, was):
+            self.kept[rel] = was
+            return
         target = self.path(rel)
+        self.made[rel] = ("", "")
         try:
             os.link(existing, target)
         except OSError:
@@ -208,7 +293,7 @@ class Staging:
         self, *, force: bool = False, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
     ) -> int:
         """Move every staged file into the site, then delete what the old site had and this lacks;
-        return the site's size in bytes (what publishing it uploads).
+        return the site's size in bytes (what publishing it uploads, the marker included).
 
         Files are replaced one by one with atomic renames: ``first`` (pictures: new names, invisible
         to the old pages), then pages, ``last`` (the index) at the end, so at every moment each link
@@ -221,6 +306,40 @@ class Staging:
         """
         folder = self.folder
         old = self._old
+        self._check_targets(force=force)
+        site = self.files | self.kept.keys()
+        if self.files:
+            self._write_manifest({**old, **{rel: _UNKNOWN for rel in self.files}})
+        folder.mark()
+        order = sorted(self.files, key=lambda f: (not f.startswith(first), f in last, f))
+        for rel in order:
+            source = folder.staging.joinpath(*PurePosixPath(rel).parts)
+            target = folder.root.joinpath(*PurePosixPath(rel).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        for rel in sorted(set(old) - site):
+            if old[rel] == _PRESUMED:
+                continue
+            try:
+                target = folder.root.joinpath(*_safe_relpath(rel).parts)
+            except ValueError:
+                continue  # a hand-edited manifest cannot make us delete outside the site
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+                _remove_empty_parents(target.parent, folder.root)
+        states = {**self.kept, **{rel: self._state(rel) for rel in self.files}}
+        self._write_manifest(states)
+        shutil.rmtree(folder.staging)
+        folder.drop_legacy_state()
+        return sum(state[1] for state in states.values()) + folder.marker.stat().st_size
+
+    def _check_targets(self, *, force: bool) -> None:
+        """Refuse a swap that would write outside the folder, or over a user's files.
+
+        Raises:
+            UsageError: as :meth:`commit` says.
+        """
+        folder, old = self.folder, self._old
         root = folder.root.resolve()
         for parent_rel in sorted({PurePosixPath(rel).parent for rel in self.files}):
             parent = folder.root.joinpath(*parent_rel.parts)
@@ -240,37 +359,18 @@ class Staging:
                     f"the site would replace files reportgen did not write: {shown}{more}; "
                     "move them away or pass --force"
                 )
-        site = self.files | set(self.kept)
-        self._write_manifest({**old, **{rel: _UNKNOWN for rel in self.files}})
-        order = sorted(self.files, key=lambda f: (not f.startswith(first), f in last, f))
-        for rel in order:
-            source = folder.staging.joinpath(*PurePosixPath(rel).parts)
-            target = folder.root.joinpath(*PurePosixPath(rel).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-        for rel in sorted(set(old) - site):
-            try:
-                target = folder.root.joinpath(*_safe_relpath(rel).parts)
-            except ValueError:
-                continue  # a hand-edited manifest cannot make us delete outside the site
-            if target.is_file() or target.is_symlink():
-                target.unlink()
-                _remove_empty_parents(target.parent, folder.root)
-        states = {rel: self._state(rel) for rel in site}
-        self._write_manifest(states)
-        shutil.rmtree(folder.staging)
-        return sum(size for _, size, _ in states.values())
 
     def _state(self, rel: str) -> FileState:
-        """What the site's ``rel`` is now, for the manifest."""
+        """What the staged ``rel`` is now that it is in the site, for the manifest."""
         st = self.folder.root.joinpath(*PurePosixPath(rel).parts).stat()
-        digest = self.kept.get(rel, self.digests.get(rel, ""))
-        return digest, st.st_size, st.st_mtime_ns
+        digest, key = self.made[rel]
+        return digest, st.st_size, st.st_mtime_ns, key
 
     def _write_manifest(self, files: dict[str, FileState]) -> None:
         data = {"version": MANIFEST_VERSION, "files": {rel: files[rel] for rel in sorted(files)}}
         encoded = (json.dumps(data, indent=0) + "\n").encode()
         path = self.folder.state / MANIFEST
+        path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             if path.read_bytes() == encoded:
                 return  # nothing changed: nothing written

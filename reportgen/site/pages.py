@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 import markupsafe
@@ -24,10 +25,18 @@ from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from . import naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
 
-STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js")
+STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js", "kernel-map.js")
 ASSETS_DIR = "assets"
 
-Writer = Callable[[str, bytes], None]
+
+class Output(Protocol):
+    """Where the site's files go (:class:`~reportgen.site.output.Staging`)."""
+
+    def write(self, rel: str, data: bytes, key: str = "") -> None:
+        """Take the site-relative file ``rel``, made from input hashing to ``key``."""
+
+    def keep(self, rel: str, key: str) -> bool:
+        """Keep ``rel`` as the last build made it, if that was from ``key``; whether it did."""
 
 
 @dataclass(frozen=True)
@@ -110,14 +119,19 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def write_site(site: SiteContent, write: Writer, *, progress: bool = False) -> None:
+def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> None:
     """Every file of the site: assets, pages, exports.
 
+    Photo and index pages (all but a few of the files) are rendered only when what they show has
+    changed since the last build: each has an input key, a hash of everything it shows, and a page
+    that ``out`` still holds as made from that key is kept.
+
     Args:
-        write: called with each site-relative path and its bytes.
+        out: takes each site-relative path and its bytes.
         progress: show a progress bar for the photo pages.
     """
-    writer = PageWriter(site, write)
+    write = out.write
+    writer = PageWriter(site, out)
     writer.assets()
     writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
     total_params = sum(layer.parameters for layer in site.model.layers)
@@ -138,15 +152,35 @@ def write_site(site: SiteContent, write: Writer, *, progress: bool = False) -> N
 class PageWriter:
     """Renders templates to site-relative paths through a ``write(path, bytes)`` callback."""
 
-    def __init__(self, site: SiteContent, write: Writer) -> None:
+    def __init__(self, site: SiteContent, out: Output) -> None:
         self.site = site
-        self.write = write
+        self.out = out
+        self.write = out.write
         self.env = environment()
         self.grids = layer_grids(site.layers, site.model.output_shapes)
         self.kernel_grid = kernel_grid(site.model.kernel_shape)
 
     def page(self, template: str, path: str, **context: Any) -> None:
         self.write(path, self.render(template, path, **context).encode("utf-8"))
+
+    def keyed_page(self, template: str, path: str, key: str, **context: Any) -> None:
+        """Render the page only if the output lacks it as made from ``key``."""
+        key = hashlib.sha256(f"{self.site_key}\n{key}".encode()).hexdigest()
+        if not self.out.keep(path, key):
+            self.out.write(path, self.render(template, path, **context).encode("utf-8"), key)
+
+    @functools.cached_property
+    def site_key(self) -> str:
+        """A hash of what every page shows besides its own content: the templates, the model,
+        the options, this version of reportgen."""
+        site = self.site
+        digest = hashlib.sha256()
+        folder = resources.files("reportgen.templates")
+        for item in _template_files(folder):
+            digest.update(item.name.encode() + b"\0" + item.read_bytes())
+        shown = (__version__, site.model, tuple(site.layers), site.normalize, site.decode)
+        digest.update(repr((*shown, site.title, site.per_page)).encode())
+        return digest.hexdigest()
 
     def render(self, template: str, path: str, **context: Any) -> str:
         return self.env.get_template(template).render(
@@ -173,11 +207,15 @@ class PageWriter:
         photos = list(self.site.photos)
         size = self.site.per_page
         count = max(1, -(-len(photos) // size))
+        skipped = repr(self.site.skipped)
         for n in range(1, count + 1):
-            self.page(
+            shown = photos[(n - 1) * size : n * size]
+            key = f"{n}/{count}/{len(photos)}/{skipped}/" + "/".join(map(_identity, shown))
+            self.keyed_page(
                 "index.html",
                 naming.index_page(n),
-                photos=photos[(n - 1) * size : n * size],
+                key,
+                photos=shown,
                 pages=pager(n, count),
                 page_count=count,
                 current=n,
@@ -206,15 +244,37 @@ class PageWriter:
     def photo_page(self, position: int) -> None:
         photos = self.site.photos
         photo = photos[position]
-        self.page(
+        prev = photos[position - 1] if position > 0 else None
+        next = photos[position + 1] if position + 1 < len(photos) else None
+        index_url = naming.index_page(position // self.site.per_page + 1)
+        neighbours = (prev.source if prev else "", next.source if next else "")
+        self.keyed_page(
             "photo.html",
             photo.page,
+            f"{_identity(photo)}/{neighbours}/{index_url}",
             photo=photo,
-            prev=photos[position - 1] if position > 0 else None,
-            next=photos[position + 1] if position + 1 < len(photos) else None,
-            index_url=naming.index_page(position // self.site.per_page + 1),
+            prev=prev,
+            next=next,
+            index_url=index_url,
             conv1_map=self._conv1_map,
         )
+
+
+def _identity(photo: PhotoRecord) -> str:
+    """All a page can show of a photo, in a short string: the cache key stands for everything the
+    model made of its bytes, the rest is where it sits in the folder."""
+    return repr((photo.key, photo.source, photo.file_size, photo.truth))
+
+
+def _template_files(folder: Any) -> list[Any]:
+    """Every file under the templates folder, in a stable order."""
+    files = []
+    for item in sorted(folder.iterdir(), key=lambda i: i.name):
+        if item.is_dir():
+            files += _template_files(item)
+        elif not item.name.endswith((".pyc", ".py")):
+            files.append(item)
+    return files
 
 
 NEARBY = 2
