@@ -268,6 +268,7 @@ def write(
         layers=config.layers,
         normalize=config.normalize,
         decode=config.decode,
+        lean=config.lean,
         summary=analysed.summary,
         charts={name: naming.summary_chart(name) for name in analysed.charts},
         chart_sizes={name: _png_size(path) for name, path in analysed.charts.items()},
@@ -294,8 +295,8 @@ def write(
     clock.lap("commit")
     if site_bytes > PAGES_LIMIT:
         log.warning(
-            "the site is %.2f GB, over GitHub Pages' 1 GB limit: publish fewer photos from this "
-            "folder (or fewer --layers), or use a static host without that limit",
+            "the site is %.2f GB, over GitHub Pages' 1 GB limit: build it with --lean (and no "
+            "--layers), publish fewer photos, or use a static host without that limit",
             site_bytes / 1e9,
         )
     return site_bytes

@@ -107,8 +107,8 @@ def test_conv1_grid_in_site_holds_64_maps_of_55x55_in_order(built_site, model, p
     )
     corr = np.corrcoef(tiles, expected)[:64, 64:]  # corr[i, j]: tile i against map j
     assert (corr.argmax(axis=1) == np.arange(64)).all()
-    assert corr.diagonal().min() > 0.95
-    assert np.abs(tiles - expected).mean() < 6  # JPEG at quality 85
+    assert corr.diagonal().min() > 0.9  # JPEG at quality 75: 0.93-0.95 on these photos
+    assert np.abs(tiles - expected).mean() < 6
 
 
 def test_kernel_grid_is_each_kernel_normalised_and_enlarged(model):

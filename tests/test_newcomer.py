@@ -97,10 +97,30 @@ def test_a_site_over_github_pages_limit_is_warned_about(tmp_path, monkeypatch, c
     assert build(str(src), "--out", str(tmp_path / "site"), "--weights", "random") == 0
     err = capsys.readouterr().err
     assert re.search(
-        r"reportgen: the site is 0\.\d\d GB, over GitHub Pages' 1 GB limit: publish fewer photos "
-        r"from this folder \(or fewer --layers\), or use a static host without that limit",
+        r"reportgen: the site is 0\.\d\d GB, over GitHub Pages' 1 GB limit: build it with "
+        r"--lean \(and no --layers\), publish fewer photos, or use a static host without that "
+        r"limit",
         err,
     )
+
+
+def test_a_lean_site_shows_one_grad_cam_and_is_lighter(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in SAMPLE_PHOTOS[:2]:
+        shutil.copy(photo, src / photo.name)
+    sizes = {}
+    for mode in ("full", "lean"):
+        out = tmp_path / mode
+        extra = ["--lean"] if mode == "lean" else []
+        assert build(str(src), "--out", str(out), "--weights", "random", *extra) == 0
+        page = (out / "photos").glob("*.html").__next__().read_text(encoding="utf-8")
+        sizes[mode] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        assert page.count('class="heat"') == (1 if mode == "lean" else 5)
+    assert sizes["lean"] < sizes["full"]
+    capsys.readouterr()
+    assert build(str(src), "--out", str(tmp_path / "x"), "--lean", "--layers", "conv3") == 2
+    assert "a lean site draws conv1 only" in capsys.readouterr().err
 
 
 NOTES = re.compile(r"\b(as (in )?the notes|the notes\b)", re.IGNORECASE)

@@ -2,7 +2,8 @@
 
 The functions here take tensors and return ``uint8`` arrays; the encoders use fixed settings and
 write no metadata, so the same input always gives the same bytes. Photos' crops and conv1 grids
-are JPEG (measured on a noisy 454x454 grid: 0.5 ms and 79 KB, against 11 ms and 148 KB as PNG);
+are JPEG (a conv1 grid: 0.7 ms and 52 KB, against 14 ms and 140 KB as PNG, 27 ms and 51 KB as
+WebP, 104 ms and 45 KB as AVIF; see ``benchmarks/bench_pictures.py``);
 the kernels, drawn once, are lossless PNG.
 """
 
@@ -22,7 +23,11 @@ from ..layout import KERNEL_SCALE, Grid
 from ..layout import kernel_grid as kernel_layout
 
 GAP_VALUE = 255
-JPEG_QUALITY = 85
+GRID_QUALITY = 75
+"""JPEG quality of the layer grids: 52 KB a conv1 grid against 69 KB at 85, its mean error 4.8 grey
+levels against 3.4 (``benchmarks/bench_pictures.py``), so the site stays within 70 KB a photo."""
+CROP_QUALITY = 80
+"""JPEG quality of the 224x224 crops (8.4 KB against 9.8 KB at 85)."""
 
 
 def normalize_each(maps: torch.Tensor) -> torch.Tensor:
@@ -143,10 +148,10 @@ def kernel_grid(kernels: torch.Tensor) -> np.ndarray:
     return grid.permute(1, 2, 0).cpu().numpy()
 
 
-def encode_jpeg(array: np.ndarray) -> bytes:
-    """A uint8 picture as JPEG bytes (quality 85, no metadata)."""
+def encode_jpeg(array: np.ndarray, quality: int) -> bytes:
+    """A uint8 picture as JPEG bytes (no metadata)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 

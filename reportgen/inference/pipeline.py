@@ -156,7 +156,7 @@ class PhotoDataset(Dataset[DecodedPhoto]):
         except UnreadableImage as exc:
             return DecodedPhoto(index, failure=DecodeFailure(index, str(exc), lasting=True))
         pixels = np.asarray(preprocess.crop_for_model(decoded.image, decoded.turn))
-        crop = pictures.encode_jpeg(pixels)
+        crop = pictures.encode_jpeg(pixels, pictures.CROP_QUALITY)
         return DecodedPhoto(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
 
 

@@ -187,7 +187,8 @@ def _store_batch(
     for row, (key, record) in enumerate(zip(keys, _records(output, categories), strict=True)):
         write_atomic(cache.picture(key, "input"), output.crops[row])
         for layer, grids in output.grids.items():
-            write_atomic(cache.picture(key, layer), pictures.encode_jpeg(grids[row]))
+            grid = pictures.encode_jpeg(grids[row], pictures.GRID_QUALITY)
+            write_atomic(cache.picture(key, layer), grid)
         cache.store(key, record)
 
 

@@ -54,6 +54,8 @@ class SiteContent:
     """How maps were scaled to grey: 'map' or 'layer'."""
     decode: str = "exact"
     """How JPEGs were decoded: 'fast' or 'exact'."""
+    lean: bool = False
+    """Show the Grad-CAM of the top-1 class only (--lean)."""
     summary: FolderSummary | None = None
     charts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Site-relative URL of each summary chart, by name."""
@@ -178,8 +180,8 @@ class PageWriter:
         folder = resources.files("reportgen.templates")
         for item in _template_files(folder):
             digest.update(item.name.encode() + b"\0" + item.read_bytes())
-        shown = (__version__, site.model, tuple(site.layers), site.normalize, site.decode)
-        digest.update(repr((*shown, site.title, site.per_page)).encode())
+        shown = (site.model, tuple(site.layers), site.normalize, site.decode, site.lean)
+        digest.update(repr((__version__, *shown, site.title, site.per_page)).encode())
         return digest.hexdigest()
 
     def render(self, template: str, path: str, **context: Any) -> str:
@@ -195,6 +197,7 @@ class PageWriter:
             layer_grids=self.grids,
             normalize=self.site.normalize,
             decode=self.site.decode,
+            lean=self.site.lean,
             **context,
         )
 
