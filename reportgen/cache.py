@@ -32,7 +32,7 @@ log = logging.getLogger("reportgen")
 PICTURES_VERSION = 4  # 3: levels by one multiply-add, heat maps scaled in float64; 4: JPEG 75/80
 # Written into every entry: bump when a stored record changes shape or meaning. Entries of another
 # format are recomputed (their pictures keep their names).
-ENTRY_FORMAT = 5  # 4: one generic PhotoRecord; 5: numbers unrounded
+ENTRY_FORMAT = 6  # 4: one generic PhotoRecord; 5: numbers unrounded; 6: vectors as base64
 
 
 def fingerprint(weights: WeightsSpec, config: Config) -> str:

@@ -7,12 +7,24 @@ per-photo fact is one field here, the code that computes it, and the template th
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .site import naming
+
+Floats = array.array
+"""A vector of float64 numbers (typecode 'd'): 8 bytes a number in memory, against 32 in a tuple
+of floats; what a photo record keeps of each conv1 map (64 numbers twice a photo)."""
+
+
+def floats(values: Iterable[float]) -> Floats:
+    """``values`` as a :data:`Floats` vector."""
+    return array.array("d", values)
+
 
 # Marks a PhotoRecord field that describes the photo's place in one folder, not what the model
 # made of its bytes: filled in by each build, never stored in the cache.
@@ -72,9 +84,9 @@ class PhotoRecord:
     top5: tuple[Prediction, ...]
     cams: tuple[str, ...]
     """Grad-CAM of each top-5 class (data: URIs of small PNGs), in the order of ``top5``."""
-    conv1_mean: tuple[float, ...]
+    conv1_mean: Floats
     """Each conv1 map's mean activation (before the ReLU)."""
-    conv1_max: tuple[float, ...]
+    conv1_max: Floats
     """Each conv1 map's maximum activation."""
     ranges: tuple[LayerRange, ...]
     """Each drawn layer's extremes on this photo, in network order; conv1 first."""
@@ -86,6 +98,13 @@ class PhotoRecord:
     """The cache key of the photo's results; names its pictures."""
     truth: str | None = field(default=None, metadata=_LOCAL)
     """The photo's true class, when the folder says (CLASS/… or labels.csv)."""
+
+    def __post_init__(self) -> None:
+        for name in ("conv1_mean", "conv1_max"):
+            if not isinstance(getattr(self, name), array.array):
+                object.__setattr__(self, name, floats(getattr(self, name)))
+
+    __hash__ = None  # type: ignore[assignment]  # its vectors are not hashable
 
     def placed(self, source: Source, key: str) -> PhotoRecord:
         """This record as the photo at ``source`` (the cache's copy knows no file names)."""

@@ -68,6 +68,7 @@ def test_every_field_of_the_photo_record_survives_the_cache(tmp_path):
     stored = json.loads((tmp_path / "results" / "kk" / f"{'k' * 64}.json").read_text())
     assert stored["format"] == ENTRY_FORMAT
     assert set(stored["record"]) == {f.name for f in stored_fields(PhotoRecord)}
+    assert list(loaded.conv1_max) == [3.0, 2.968460]  # float64 vectors are kept exactly
 
 
 def test_the_model_entry_round_trips():
@@ -95,9 +96,13 @@ def test_the_model_entry_round_trips():
         lambda d: d.update(extra=1),
         lambda d: d.update(width="12"),
         lambda d: d.update(width=True),
-        lambda d: d.update(top5=[{"index": 1, "label": "x"}]),
-        lambda d: d.update(ranges=[{"layer": "conv1", "low": 0.0, "high": None}]),
+        lambda d: d.update(top5=[[1, "x"]]),
+        lambda d: d.update(top5=[{"index": 1, "label": "x", "probability": 0.5}]),
+        lambda d: d.update(ranges=[["conv1", 0.0, None]]),
         lambda d: d.update(cams="data:"),
+        lambda d: d.update(conv1_max="not base64!"),
+        lambda d: d.update(conv1_max="AAAA"),  # 3 bytes: not whole float64 numbers
+        lambda d: d.update(conv1_max=[3.0, 2.96846]),  # as format 5 stored them
     ],
 )
 def test_a_damaged_or_stale_entry_is_recomputed_not_half_used(tmp_path, change):

@@ -31,7 +31,7 @@ from ..decoding import preprocess
 from ..errors import BuildError
 from ..files import write_atomic
 from ..layout import layer_grids
-from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source
+from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source, floats
 from ..weights import WeightsSpec
 from . import pictures
 from .memory import WarmHeap
@@ -213,7 +213,7 @@ def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRe
                 for i, p in zip(output.top_indices[row].tolist(), top_probs[row], strict=True)
             ),
             cams=tuple("data:image/png;base64," + base64.b64encode(png).decode() for png in cams),
-            conv1_mean=tuple(conv1_mean[row]),
-            conv1_max=tuple(conv1_max[row]),
+            conv1_mean=floats(conv1_mean[row]),
+            conv1_max=floats(conv1_max[row]),
             ranges=tuple(LayerRange(n, *r[row]) for n, r in ranges.items()),
         )

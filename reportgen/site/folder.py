@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..records import KernelExample, KernelView, PhotoRecord
+import numpy as np
+
+from ..records import Floats, KernelExample, KernelView, PhotoRecord
 
 TOP_EXAMPLES = 8
 
@@ -19,21 +21,45 @@ def kernel_views(photos: Sequence[PhotoRecord], count: int) -> list[KernelView]:
     photos firing it most.
 
     A photo fires a kernel by the maximum of that kernel's map on it (ties broken by name, so the
-    choice is stable).
+    choice is stable). Ranked with NumPy over all photos at once: sorting 20,000 records 64 times
+    in Python took over a second.
     """
-    views = []
     usable = [p for p in photos if len(p.conv1_max) == count]
+    if not usable:
+        return [KernelView(index=k, mean=0.0, max=0.0, top=()) for k in range(count)]
+    maxes = _matrix([p.conv1_max for p in usable], count)
+    means = _matrix([p.conv1_mean for p in usable], count)
+    views = []
     for k in range(count):
-        ranked = sorted(usable, key=lambda p: (-p.conv1_max[k], p.source))[:TOP_EXAMPLES]
+        column = maxes[:, k]
         views.append(
             KernelView(
                 index=k,
-                mean=sum(p.conv1_mean[k] for p in usable) / len(usable) if usable else 0.0,
-                max=max((p.conv1_max[k] for p in usable), default=0.0),
-                top=tuple(KernelExample(p, p.conv1_max[k]) for p in ranked),
+                mean=sum(means[:, k].tolist()) / len(usable),
+                max=float(column.max()),
+                top=tuple(KernelExample(usable[i], float(column[i])) for i in _top(column, usable)),
             )
         )
     return views
+
+
+def _matrix(vectors: list[Floats], count: int) -> np.ndarray:
+    """(photos, count) float64 from one vector a photo."""
+    return np.frombuffer(b"".join(v.tobytes() for v in vectors), dtype=np.float64).reshape(
+        -1, count
+    )
+
+
+def _top(column: np.ndarray, photos: Sequence[PhotoRecord]) -> list[int]:
+    """The TOP_EXAMPLES rows of ``column`` with the highest values, highest first, ties by the
+    photo's source: all values tied with the last place are ranked, so the choice is stable."""
+    if len(column) > TOP_EXAMPLES:
+        cut = np.partition(column, len(column) - TOP_EXAMPLES)[len(column) - TOP_EXAMPLES]
+        candidates = np.flatnonzero(column >= cut).tolist()
+    else:
+        candidates = list(range(len(column)))
+    candidates.sort(key=lambda i: (-column[i], photos[i].source))
+    return candidates[:TOP_EXAMPLES]
 
 
 # --- the folder summary --------------------------------------------------------------------
