@@ -2,6 +2,7 @@
 
     python benchmarks/bench_build.py --images 300            # CPU, random weights
     python benchmarks/bench_build.py --images 300 --device cuda
+    python benchmarks/bench_build.py --scale 20000 --repeat 3  # a large folder; see scale()
 
 In one run, on the same distinct photos (random crops and resizes of inputs/, so no two are alike):
 
@@ -296,6 +297,85 @@ def large_photos(args: argparse.Namespace, work: Path) -> None:
         )
 
 
+def load_weight(site: Path) -> tuple[int, int]:
+    """Bytes the index page loads before its lazy thumbnails (the page, its stylesheets and
+    scripts), and the most that typing in the label filter then fetches (the shard list and the
+    largest shard)."""
+    import re
+
+    html = (site / "index.html").read_text(encoding="utf-8")
+    linked = re.findall(r'<(?:link[^>]*rel="stylesheet"[^>]*href|script[^>]*src)="([^"]+)"', html)
+    page = len(html.encode()) + sum((site / url).stat().st_size for url in linked)
+    shards = [p.stat().st_size for p in (site / "search").glob("*.js") if p.name != "keys.js"]
+    return page, (site / "search" / "keys.js").stat().st_size + max(shards)
+
+
+def scale(args: argparse.Namespace, work: Path) -> None:
+    """``--scale N``: a folder of N photos as it grows for years. Cold builds of 300 and of N (the
+    steady rate between them against the model-only bound, and peak memory), rebuilds with nothing
+    changed and with 10 photos added (against a cold build of those 10 alone), bytes per photo,
+    and the index page's load weight."""
+    n = args.scale
+    folder = work / f"scale-{n}"
+    if len(list(folder.glob("*.jpg"))) != n:  # made once, kept for the next run (minutes at 20k)
+        make_photos(folder, n, seed=0)
+    photos = sorted(folder.glob("*.jpg"))
+    small = link_subset(photos[:300], work / "scale-300")
+    extra = make_photos(work / "scale-extra", 10, seed=1)
+    bound = model_only(small, args.device, args.weights)
+    cold_small = build(small, work / "site-300", args)
+    cold = build(folder, work / f"site-{n}", args)
+    steady = (n - 300) / (cold["seconds"] - cold_small["seconds"])
+    print(f"(a) model-only bound (decode+preprocess+forward), 300 photos: {bound:6.1f} photos/s")
+    print(
+        f"(b) cold build of 300: {cold_small['seconds']:7.2f} s; of {n}: {cold['seconds']:7.2f} s;"
+        f" steady {steady:5.1f} photos/s = {steady / bound:.2f} x the bound"
+        f" (target >= 0.9: {'met' if steady / bound >= 0.9 else 'MISSED'})"
+    )
+    for stage, seconds in cold["timings"].items():
+        print(f"      {stage:13s} {seconds:7.2f} s")
+    rss_small, rss = cold_small["maxrss_kb"] / 1024, cold["maxrss_kb"] / 1024
+    flat = "met" if rss <= 1.15 * rss_small else "MISSED"
+    print(
+        f"    peak RSS (main process): 300 {rss_small:.0f} MB, {n} {rss:.0f} MB"
+        f" ({rss / rss_small:.3f} x; target <= 1.15: {flat})"
+    )
+    unchanged = [build(folder, work / f"site-{n}", args) for _ in range(args.repeat)]
+    still = median_run(unchanged)
+    print(
+        f"(c) rebuild, nothing changed: {still['seconds']:.2f} s"
+        f" (runs: {spread([r['seconds'] for r in unchanged], '.2f')} s;"
+        f" target <= 2: {'met' if still['seconds'] <= 2 else 'MISSED'});"
+        f" peak RSS {still['maxrss_kb'] / 1024:.0f} MB"
+    )
+    for stage, seconds in still["timings"].items():
+        print(f"      {stage:13s} {seconds:7.2f} s")
+    added = [folder / p.name for p in extra]
+    for source, target in zip(extra, added, strict=True):
+        os.link(source, target)
+    try:
+        grown = build(folder, work / f"site-{n}", args)
+    finally:
+        for target in added:
+            target.unlink()
+    alone = build(work / "scale-extra", work / "site-extra", args)
+    more = grown["seconds"] - alone["seconds"]
+    print(
+        f"(d) rebuild with 10 photos added: {grown['seconds']:.2f} s; a cold build of those 10"
+        f" alone: {alone['seconds']:.2f} s; {more:+.2f} s (target <= +2: "
+        f"{'met' if more <= 2 else 'MISSED'})"
+    )
+    for stage, seconds in grown["timings"].items():
+        print(f"      {stage:13s} {seconds:7.2f} s")
+    size = site_bytes(work / f"site-{n}")
+    page, typing = load_weight(work / f"site-{n}")
+    print(
+        f"(e) site: {size / 1e6:.0f} MB, {size / n / 1024:.1f} KB per photo (target <= 70);"
+        f" the index page loads {page / 1024:.0f} KB before thumbnails, the filter at most"
+        f" {typing / 1024:.0f} KB more (targets <= 300 each)"
+    )
+
+
 def main() -> None:
     # As the reportgen command does, before torch is imported (see reportgen/cli.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -313,13 +393,20 @@ def main() -> None:
         metavar="WxH",
         help="phone-sized photos instead (e.g. 4032x3024): decode-bound figures only",
     )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        metavar="N",
+        help="a folder of N photos (e.g. 20000): cold, unchanged and +10 rebuilds, memory, size",
+    )
     args = parser.parse_args()
 
     n = args.images
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reportgen-bench-"))
     for old in sorted(work.glob("*")) if work.exists() else []:
-        # Phone photos take a while to make: kept for the next run with the same --workdir.
-        if not old.name.startswith("phone-"):
+        # Phone photos and large folders take a while to make: kept for the next run with the
+        # same --workdir.
+        if not old.name.startswith(("phone-", "scale-")) or old.name == "scale-300":
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
@@ -333,6 +420,11 @@ def main() -> None:
     if args.device == "cuda":
         print(f" ({torch.cuda.get_device_name()})", end="")
     print(f"; weights {args.weights}; N = {n}")
+    # reportgen's state and caches for the benchmark's sites, in its own folder.
+    os.environ["REPORTGEN_HOME"] = str(work / "reportgen-home")
+    if args.scale:
+        scale(args, work)
+        return
     if args.photo_size:
         large_photos(args, work)
         return

@@ -6,7 +6,7 @@ result = reportgen.build_site("inputs", "site", weights="random")
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .api import build_site  # noqa: E402 (after __version__, which the modules it imports read)
 from .build import BuildResult  # noqa: E402

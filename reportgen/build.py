@@ -338,7 +338,7 @@ def _stage_pictures(analysed: Analysed, cache: ResultCache, staging: Staging) ->
         staging.link(naming.summary_chart(name), path)
     for photo in analysed.photos:
         for kind in cache.kinds:
-            staging.link(photo.picture(kind), cache.picture(photo.key, kind))
+            staging.link(photo.picture(kind), cache.picture_name(photo.key, kind))
 
 
 class _Stopwatch:

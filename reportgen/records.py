@@ -107,8 +107,15 @@ class PhotoRecord:
     __hash__ = None  # type: ignore[assignment]  # its vectors are not hashable
 
     def placed(self, source: Source, key: str) -> PhotoRecord:
-        """This record as the photo at ``source`` (the cache's copy knows no file names)."""
-        return dataclasses.replace(self, source=source.rel, file_size=source.size, key=key)
+        """This record as the photo at ``source`` (the cache's copy knows no file names).
+
+        Copied field by field rather than through ``dataclasses.replace``, which checks and
+        initialises every field again (0.2 s for 20,000 photos); only the fields are copied, not
+        what the cached properties worked out for the old place."""
+        record = object.__new__(PhotoRecord)
+        record.__dict__.update({name: self.__dict__[name] for name in _FIELDS})
+        record.__dict__.update(source=source.rel, file_size=source.size, key=key)
+        return record
 
     @functools.cached_property
     def page(self) -> str:
@@ -138,6 +145,9 @@ class PhotoRecord:
     def deeper(self) -> tuple[LayerRange, ...]:
         """The layers beyond conv1 drawn for this photo (--layers), in network order."""
         return self.ranges[1:]
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(PhotoRecord))
 
 
 def stored_fields(cls: type) -> tuple[dataclasses.Field, ...]:

@@ -67,7 +67,7 @@ def _loader(tp: Any) -> Loader:
         return lambda v: None if v is None else load_inner(v)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         item = _loader(args[0])
-        return lambda v: tuple(item(x) for x in _list(v))
+        return lambda v: tuple([item(x) for x in _list(v)])
     if origin is tuple:
         items = [_loader(a) for a in args]
         return lambda v: tuple(f(x) for f, x in zip(items, _list(v, len(items)), strict=True))
@@ -99,6 +99,9 @@ def _row_loader(cls: type) -> Loader:
     """Loads a record stored as a list of its fields' values, in order."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in stored_fields(cls)]
+    flat = _flat_row_loader(cls, names, [hints[name] for name in names])
+    if flat is not None:
+        return flat
     converters = [_loader(hints[name]) for name in names]
     make = _maker(cls)
 
@@ -107,6 +110,44 @@ def _row_loader(cls: type) -> Loader:
         return make({n: f(v) for n, f, v in zip(names, converters, values, strict=True)})
 
     return load_row
+
+
+_CHECKS = {
+    int: "type({v}) is int",
+    str: "type({v}) is str",
+    bool: "type({v}) is bool",
+    float: "type({v}) in (float, int)",
+}
+
+
+def _flat_row_loader(cls: type, names: list[str], types_: list[Any]) -> Loader | None:
+    """For a record of plain values only (a prediction, a layer's range: five or more a photo),
+    a loader written out as one function, as dataclasses writes ``__init__``: the generic one
+    calls a converter a value, and these rows were half of loading a photo's record."""
+    if not all(tp in _CHECKS for tp in types_):
+        return None
+    values = [f"v{i}" for i in range(len(names))]
+    checks = " and ".join(_CHECKS[tp].format(v=v) for tp, v in zip(types_, values, strict=True))
+    fields = ", ".join(
+        f"{name!r}: {f'float({v})' if tp is float else v}"
+        for name, tp, v in zip(names, types_, values, strict=True)
+    )
+    source = f"""
+def load_row(data):
+    if type(data) is not list or len(data) != {len(names)}:
+        raise ValueError(f"expected a list of {len(names)}, got {{data!r:.40}}")
+    {", ".join(values)}, = data
+    if not ({checks}):
+        raise ValueError(f"{cls.__name__}: wrong types in {{data!r:.60}}")
+    record = new(cls)
+    record.__dict__.update(local)
+    record.__dict__.update({{{fields}}})
+    return record
+"""
+    local = {f.name: f.default for f in dataclasses.fields(cls) if f not in stored_fields(cls)}
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "local": local}
+    exec(source, namespace)  # noqa: S102 (our own source, from the record's type hints)
+    return namespace["load_row"]
 
 
 def _maker(cls: type) -> Callable[[dict[str, Any]], Any]:

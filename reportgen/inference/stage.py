@@ -184,12 +184,36 @@ def _store_batch(
     keys: Sequence[str], output: BatchOutput, categories: Sequence[str], cache: ResultCache
 ) -> None:
     """Encode one batch's pictures into the cache, then store each photo's record."""
+    for result in encode_batch(keys, output, categories):
+        store_result(cache, result)
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """One photo's finished result: its record and its pictures' bytes, by kind."""
+
+    key: str
+    record: PhotoRecord
+    pictures: dict[str, bytes]
+
+
+def encode_batch(
+    keys: Sequence[str], output: BatchOutput, categories: Sequence[str]
+) -> Iterator[PhotoResult]:
+    """Each photo of one batch as a finished result: pictures encoded, record made."""
     for row, (key, record) in enumerate(zip(keys, _records(output, categories), strict=True)):
-        write_atomic(cache.picture(key, "input"), output.crops[row])
-        for layer, grids in output.grids.items():
-            grid = pictures.encode_jpeg(grids[row], pictures.GRID_QUALITY)
-            write_atomic(cache.picture(key, layer), grid)
-        cache.store(key, record)
+        grids = {
+            layer: pictures.encode_jpeg(grids[row], pictures.GRID_QUALITY)
+            for layer, grids in output.grids.items()
+        }
+        yield PhotoResult(key, record, {"input": output.crops[row], **grids})
+
+
+def store_result(cache: ResultCache, result: PhotoResult) -> None:
+    """Keep a finished result: its pictures first, then its record (which marks it complete)."""
+    for kind, data in result.pictures.items():
+        write_atomic(cache.picture(result.key, kind), data)
+    cache.store(result.key, result.record)
 
 
 def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRecord]:

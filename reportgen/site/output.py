@@ -235,6 +235,7 @@ class Staging:
         self.made: dict[str, tuple[str, str]] = {}
         """Each staged file's sha256 ('' for pictures) and input key."""
         self._old = folder.owned_files()
+        self._root = os.fspath(folder.root)
 
     def path(self, rel: str) -> Path:
         """Where a site-relative file is staged (its folder created)."""
@@ -263,14 +264,20 @@ class Staging:
         write_new(self.path(rel), data)
 
     def _in_place(self, rel: str, was: FileState) -> bool:
-        """Whether the site's ``rel`` is a file of the size and mtime the last build left."""
+        """Whether the site's ``rel`` is a file of the size and mtime the last build left.
+
+        ``rel`` is a name the site's writer made (never one read from the manifest), so a cheap
+        check that it stays inside the folder suffices; strings, not pathlib, since this runs for
+        every file of the site."""
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"unsafe site path {rel!r}")
         try:
-            st = self.folder.root.joinpath(*_safe_relpath(rel).parts).lstat()
+            st = os.lstat(f"{self._root}/{rel}")
         except OSError:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == was[1:3]
 
-    def link(self, rel: str, existing: Path) -> None:
+    def link(self, rel: str, existing: str | Path) -> None:
         """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.
 
         Linking the same ``rel`` twice (two photos with the same bytes) stages it once. A picture's
@@ -317,6 +324,7 @@ class Staging:
             target = folder.root.joinpath(*PurePosixPath(rel).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
+        emptied: set[Path] = set()
         for rel in sorted(set(old) - site):
             if old[rel] == _PRESUMED:
                 continue
@@ -326,7 +334,11 @@ class Staging:
                 continue  # a hand-edited manifest cannot make us delete outside the site
             if target.is_file() or target.is_symlink():
                 target.unlink()
-                _remove_empty_parents(target.parent, folder.root)
+                emptied.add(target.parent)
+        # Once per folder, deepest first: checking after each file listed a folder of 40,000
+        # pictures 40,000 times.
+        for parent in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+            _remove_empty_parents(parent, folder.root)
         states = {**self.kept, **{rel: self._state(rel) for rel in self.files}}
         self._write_manifest(states)
         shutil.rmtree(folder.staging)
@@ -367,8 +379,10 @@ class Staging:
         return digest, st.st_size, st.st_mtime_ns, key
 
     def _write_manifest(self, files: dict[str, FileState]) -> None:
-        data = {"version": MANIFEST_VERSION, "files": {rel: files[rel] for rel in sorted(files)}}
-        encoded = (json.dumps(data, indent=0) + "\n").encode()
+        # One file a line, each encoded by json's C encoder (indent= takes the Python one: 0.7 s
+        # for the 60,000 files of a 20,000-photo site).
+        lines = ",\n".join(f"{json.dumps(rel)}: {json.dumps(files[rel])}" for rel in sorted(files))
+        encoded = f'{{"version": {MANIFEST_VERSION}, "files": {{\n{lines}\n}}}}\n'.encode()
         path = self.folder.state / MANIFEST
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
