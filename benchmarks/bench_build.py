@@ -350,7 +350,7 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     )
     for stage, seconds in still["timings"].items():
         print(f"      {stage:13s} {seconds:7.2f} s")
-    added = [folder / p.name for p in extra]
+    added = [folder / f"added-{p.name}" for p in extra]
     for source, target in zip(extra, added, strict=True):
         os.link(source, target)
     try:
