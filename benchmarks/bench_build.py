@@ -3,6 +3,7 @@
     python benchmarks/bench_build.py --images 300            # CPU, random weights
     python benchmarks/bench_build.py --images 300 --device cuda
     python benchmarks/bench_build.py --scale 20000 --repeat 3  # a large folder; see scale()
+    python benchmarks/bench_build.py --engine ray             # on a local Ray; see ray_overhead()
 
 In one run, on the same distinct photos (random crops and resizes of inputs/, so no two are alike):
 
@@ -40,6 +41,16 @@ SAMPLES = sorted((REPO / "inputs").glob("*.jpg"))
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
+
+def peak_rss_kb():
+    # VmHWM is this process's own peak: ru_maxrss survives execve, so a child started by a parent
+    # holding torch would report the parent's size.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 import reportgen.api
 from reportgen.cli import main
 results = []
@@ -51,7 +62,7 @@ print(json.dumps({
     "code": code,
     "seconds": elapsed,
     "timings": results[-1].timings,
-    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "maxrss_kb": peak_rss_kb(),
     "workers_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
 }))
 """
@@ -322,11 +333,18 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     photos = sorted(folder.glob("*.jpg"))
     small = link_subset(photos[:300], work / "scale-300")
     extra = make_photos(work / "scale-extra", 10, seed=1)
-    bound = model_only(small, args.device, args.weights)
+    larger = link_subset(photos[:1200], work / "scale-1200")
+    # The bound's own steady rate, its start-up left out, as the build's is below.
+    first = model_only(small, args.device, args.weights)
+    more = model_only(larger, args.device, args.weights)
+    bound = 900 / (1200 / more - 300 / first)
     cold_small = build(small, work / "site-300", args)
     cold = build(folder, work / f"site-{n}", args)
     steady = (n - 300) / (cold["seconds"] - cold_small["seconds"])
-    print(f"(a) model-only bound (decode+preprocess+forward), 300 photos: {bound:6.1f} photos/s")
+    print(
+        f"(a) model-only bound (decode+preprocess+forward): 300 photos {first:.1f} photos/s,"
+        f" 1200 {more:.1f}; its steady rate {bound:.1f} photos/s"
+    )
     print(
         f"(b) cold build of 300: {cold_small['seconds']:7.2f} s; of {n}: {cold['seconds']:7.2f} s;"
         f" steady {steady:5.1f} photos/s = {steady / bound:.2f} x the bound"
@@ -376,6 +394,36 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     )
 
 
+DRIVER_STAGES = ("store results", "summary", "pages", "commit")
+
+
+def ray_overhead(args: argparse.Namespace, work: Path) -> None:
+    """``--engine ray``: cold builds of the same 4N photos with the local engine and on a local
+    Ray (started by each build, as a user without a cluster would), and the driver's own cost per
+    photo: what stays on one machine however large the cluster."""
+    n = 4 * args.images
+    folder = work / "photos-4n"
+    make_photos(folder, n, seed=0)
+    local, on_ray = [], []
+    for i in range(args.repeat):
+        local.append(build(folder, work / f"site-local-{i}", args))
+        on_ray.append(build(folder, work / f"site-ray-{i}", args, "--engine", "ray"))
+    t_local, t_ray = median_run(local)["seconds"], median_run(on_ray)["seconds"]
+    print(
+        f"cold build of {n} photos: local {t_local:6.2f} s (runs: "
+        f"{spread([r['seconds'] for r in local], '.2f')}), on a local Ray {t_ray:6.2f} s (runs: "
+        f"{spread([r['seconds'] for r in on_ray], '.2f')}): {t_ray / t_local:.2f} x"
+    )
+    timings = median_run(on_ray)["timings"]
+    for stage, seconds in timings.items():
+        print(f"      {stage:13s} {seconds:7.2f} s")
+    driver = sum(timings.get(stage, 0.0) for stage in DRIVER_STAGES) / n
+    print(
+        f"driver's work per photo (storing results, summary, pages, swap): {1000 * driver:.2f} ms"
+        f": the driver is the bottleneck past about {1 / driver:.0f} photos/s"
+    )
+
+
 def main() -> None:
     # As the reportgen command does, before torch is imported (see reportgen/cli.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -399,6 +447,12 @@ def main() -> None:
         metavar="N",
         help="a folder of N photos (e.g. 20000): cold, unchanged and +10 rebuilds, memory, size",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: cold 4N builds on a local Ray beside the local engine, and the driver's cost",
+    )
     args = parser.parse_args()
 
     n = args.images
@@ -406,7 +460,8 @@ def main() -> None:
     for old in sorted(work.glob("*")) if work.exists() else []:
         # Phone photos and large folders take a while to make: kept for the next run with the
         # same --workdir.
-        if not old.name.startswith(("phone-", "scale-")) or old.name == "scale-300":
+        kept = old.name.startswith(("phone-", "scale-"))
+        if not kept or old.name in ("scale-300", "scale-1200"):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
@@ -424,6 +479,9 @@ def main() -> None:
     os.environ["REPORTGEN_HOME"] = str(work / "reportgen-home")
     if args.scale:
         scale(args, work)
+        return
+    if args.engine == "ray":
+        ray_overhead(args, work)
         return
     if args.photo_size:
         large_photos(args, work)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .weights import WeightsSpec, resolve_weights
 log = logging.getLogger("reportgen")
 
 STAT_INDEX = "stat-index.sqlite"
+RAY_MISSING = "--engine ray needs the ray extra: pip install 'reportgen[ray]'"
 PAGES_LIMIT = 1_000_000_000
 """GitHub Pages' limit on a published site, in bytes."""
 
@@ -93,6 +95,8 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         ReportgenError: for anything the user can fix; the previous site is left whole.
     """
     input_dir = _check_input(config.input_dir)
+    if config.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError(RAY_MISSING)
     out = OutputFolder(config.out_dir)
     out.check(input_dir=input_dir, force=config.force)
     clock = _Stopwatch()
@@ -141,7 +145,11 @@ def gather(
     device, unread = None, {}
     clock.lap("discover")
     if todo or model is None:
-        from .inference.stage import run_model  # torch is imported here, and only here
+        # torch (and ray) are imported here, and only here.
+        if config.engine == "ray" and todo:
+            from .inference.ray_engine import run_model_on_ray as run_model
+        else:
+            from .inference.stage import run_model
 
         clock.lap("import torch")
         try:
@@ -150,6 +158,8 @@ def gather(
             raise Interrupted(_interrupted(cache.stored)) from None
         model, device, unread = run.model, run.device, run.unread
         clock["load model"] = run.load_seconds
+        if run.store_seconds:
+            clock["store results"] = run.store_seconds
         stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
     photos, skipped = _placed(sources, keys, stored, unread)

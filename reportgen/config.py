@@ -119,6 +119,21 @@ class Config:
         metavar="MODE",
     )
     per_page: int = _option(120, "photos per index page", flag="--per-page", metavar="N")
+    engine: str = _option(
+        "local",
+        "where the model stage runs: 'local' (this machine's DataLoader workers) or 'ray' (a Ray "
+        "cluster, through Ray Data: pip install 'reportgen[ray]'; the photos must be at the "
+        "same path on every node)",
+        flag="--engine",
+        metavar="ENGINE",
+    )
+    ray_address: str | None = _option(
+        None,
+        "the Ray cluster for --engine ray (host:port, or ray://host:port)",
+        flag="--ray-address",
+        metavar="ADDR",
+        default_text="$RAY_ADDRESS, else a local Ray started for the build",
+    )
     lean: bool = _option(
         False,
         "a lighter site for large folders (about a fifth smaller a photo): pages show the "
@@ -253,6 +268,12 @@ def _layers(value: Any) -> tuple[str, ...]:
     return tuple(name for name in CONV_LAYERS if name in wanted | {"conv1"})
 
 
+def _text(value: Any, example: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be {example}")
+    return value.strip()
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -272,6 +293,8 @@ PARSERS: dict[str, Parser] = {
     "decode": _choice(("fast", "exact")),
     "per_page": lambda v: _positive_int(v, minimum=1),
     "lean": _bool,
+    "engine": _choice(("local", "ray")),
+    "ray_address": lambda v: _text(v, "an address such as 10.0.0.1:6379"),
     "cache": _optional_path,
     "full": _bool,
     "allow_truncated": _bool,

@@ -46,7 +46,7 @@ def test_ci_run_takes_torch_from_the_given_index_and_runs_the_readme_command():
     script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert '${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==' in script
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    command = "pip install -e '.[test]' && pytest"
+    command = "pip install -e '.[test,ray]' && pytest"
     assert command in readme and script.rstrip().endswith(command)
 
 

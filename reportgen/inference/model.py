@@ -78,6 +78,15 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
     )
 
 
+def model_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
+    """AlexNet, in eval mode, holding a ``state_dict`` already checked by :func:`load_model` (the
+    Ray engine's workers get the driver's model this way)."""
+    with torch.device("meta"):
+        model = _alexnet_builder()(weights=None)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
 def _load_state_dict_file(path: Path) -> nn.Module:
     """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly).
 

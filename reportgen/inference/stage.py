@@ -54,6 +54,9 @@ class ModelRun:
     unread: dict[str, str]
     """Why photos that could not be read as they were found were left out, by cache key (not
     kept in the cache: the next build tries again)."""
+    store_seconds: float = 0.0
+    """Of the inference, the time this process spent writing results into the cache (the Ray
+    engine's driver; the local engine does it on a thread, beside the model)."""
 
 
 def run_model(
@@ -90,7 +93,7 @@ def run_model(
             # The workers are decoding already, while torchvision is imported and the model loaded.
             loaded = load_model(weights)
             preprocess.check_matches(loaded.transforms)
-            entry = described or _describe(loaded, cache)
+            entry = described or describe(loaded, cache)
             loaded_at = time.perf_counter()
             unread: dict[str, str] = {}
             if todo:
@@ -106,7 +109,7 @@ def run_model(
     return ModelRun(entry, str(device), loaded_at - start, unread)
 
 
-def _describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
+def describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
     """The model page's facts and the kernels picture, stored in the cache."""
     kernels = pictures.kernel_grid(conv1_kernels(loaded.model))
     write_atomic(cache.kernels_picture, pictures.encode_png(kernels))
