@@ -30,7 +30,7 @@ log = logging.getLogger("reportgen")
 
 # Part of every key, so part of every picture's name: bump when what the model's results are, or
 # how pictures are drawn, changes.
-PICTURES_VERSION = 4  # 3: levels by one multiply-add, heat maps scaled in float64; 4: JPEG 75/80
+PICTURES_VERSION = 5  # 3: levels by one multiply-add, heat maps scaled in float64; 4, 5: JPEG 75
 # Written into every entry: bump when a stored record changes shape or meaning. Entries of another
 # format are recomputed (their pictures keep their names).
 ENTRY_FORMAT = 6  # 4: one generic PhotoRecord; 5: numbers unrounded; 6: vectors as base64

@@ -412,6 +412,9 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
         def keep(self, rel: str, key: str) -> bool:
             return False
 
+        def keep_all(self, prefixes: tuple[str, ...], key: str) -> bool:
+            return False
+
     write_site(site, Folder())
     thumb = root / "thumb.jpg"
     shutil.copy(SAMPLE_PHOTOS[0], thumb)

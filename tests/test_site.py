@@ -192,6 +192,34 @@ def test_rel_agrees_with_posixpath(target, page):
     assert rel(target, page) == posixpath.relpath(target, posixpath.dirname(page) or ".")
 
 
+def test_a_label_of_thousands_of_photos_costs_the_filter_what_the_filter_shows():
+    """Predictions concentrate (thousands of photos of one class): a shard keeps a label's count
+    and the first FILTER_SHOWN of its photos, in folder order, and stays small."""
+    import hashlib
+    import json
+    import re
+
+    from reportgen.records import LayerRange, PhotoRecord, Prediction
+    from reportgen.site import pages
+
+    photos = [
+        PhotoRecord(width=1, height=1, frames=1,
+                    top5=(Prediction(18, "magpie" if i % 500 else "mailbag", 0.5),), cams=(),
+                    conv1_mean=(), conv1_max=(), ranges=(LayerRange("conv1", 0, 1),),
+                    source=f"p{i:05d}.jpg", key=hashlib.sha256(str(i).encode()).hexdigest())
+        for i in range(5000)
+    ]  # fmt: skip
+    files = pages.search_index(pages.SiteContent(photos=photos, skipped=(), model=None, per_page=9))
+    data = files["search/6d-61.js"].decode()
+    assert len(data) < 40_000
+    labels = json.loads(re.fullmatch(r'reportgenShard\("6d-61", (.*)\);\n', data).group(1))
+    counts = {label: count for label, count, _ in labels}
+    assert counts == {"magpie": 4990, "mailbag": 10}
+    shown = {label: [p[1] for p in ps] for label, _, ps in labels}
+    assert shown["magpie"] == [p.source for p in photos if p.top5[0].label == "magpie"][:120]
+    assert len(shown["mailbag"]) == 10
+
+
 def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
     """The filter's shards, split where large (made small here to split often), hold exactly the
     photos whose label has a word starting with a query, wherever the browser looks for them."""
@@ -218,7 +246,7 @@ def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
     shards = {}
     for path, data in files.items():
         key, body = re.fullmatch(r'reportgenShard\("(.*?)", (.*)\);\n', data.decode()).groups()
-        shards[key] = {entry[0] for entry in json.loads(body)}
+        shards[key] = {photo[1] for _, _, shown in json.loads(body) for photo in shown}
         assert path == f"search/{key}.js" and key in keys
         assert len(data) <= 4096 or key.count("-") == pages.MAX_SHARD_LETTERS - 1
     assert any(k.count("-") >= 2 for k in keys), "nothing was split"

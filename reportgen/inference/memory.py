@@ -47,9 +47,13 @@ class WarmHeap:
     after the first batch and stays flat; without the fixed thresholds glibc's heap grew by 25-50%.
     Should it grow ``slack`` past its size after the first batch, the free memory is handed back
     (``malloc_trim``); it is handed back on exit too. Elsewhere than glibc, this does nothing.
+
+    The slack bounds the build's peak memory however many photos it runs: at 25% a build of 2,000
+    photos peaked at 1.38 GB against 1.22 GB for 300 (the heap creeps up between trims); at 15%,
+    1.30 GB; at 10%, 1.24 GB but 3% slower (a trim every few batches).
     """
 
-    def __init__(self, slack: float = 0.25) -> None:
+    def __init__(self, slack: float = 0.15) -> None:
         self.slack = slack
         self.base: int | None = None
         self.trims = 0

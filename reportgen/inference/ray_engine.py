@@ -165,6 +165,36 @@ def _fill_cache(
     device = torch.device("cuda" if gpus else "cpu")
     batch_size, _ = defaults(config, device, todo)  # the local engine's batches
     actors = config.workers or gpus or max(1, int(resources.get("CPU", 1)) // 2)
+    dataset = _dataset(ray, loaded, entry, todo, keys, config, batch_size, gpus, actors)
+    kinds = ("input", *config.layers)
+    paths = {keys[s.rel]: s.path for s in todo}
+    unread: dict[str, str] = {}
+    storing = 0.0
+    bar = tqdm(total=len(todo), desc="inference (ray)", unit="photo", disable=not progress)
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            started = time.perf_counter()
+            for row in _rows(batch, kinds):
+                _keep(row, cache, paths, unread)
+            storing += time.perf_counter() - started
+            bar.update(len(batch["key"]))
+    finally:
+        bar.close()
+    return ("cuda" if gpus else "cpu"), unread, storing
+
+
+def _dataset(
+    ray: Any,
+    loaded: LoadedModel,
+    entry: ModelEntry,
+    todo: Sequence[Source],
+    keys: Mapping[str, str],
+    config: Config,
+    batch_size: int,
+    gpus: int,
+    actors: int,
+) -> Any:
+    """The Ray Data pipeline: the local engine's batches, decoded by tasks, run by model actors."""
     chunks = [
         {
             "keys": [keys[s.rel] for s in todo[i : i + batch_size]],
@@ -174,8 +204,7 @@ def _fill_cache(
         for i in range(0, len(todo), batch_size)
     ]
     state = ray.put(loaded.model.state_dict())
-    kinds = ("input", *config.layers)
-    dataset = (
+    return (
         ray.data.from_items(chunks, override_num_blocks=len(chunks))
         .map(
             _decode_chunk,
@@ -204,20 +233,6 @@ def _fill_cache(
             num_cpus=0 if gpus else 1,
         )
     )
-    paths = {keys[s.rel]: s.path for s in todo}
-    unread: dict[str, str] = {}
-    storing = 0.0
-    bar = tqdm(total=len(todo), desc="inference (ray)", unit="photo", disable=not progress)
-    try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            started = time.perf_counter()
-            for row in _rows(batch, kinds):
-                _keep(row, cache, paths, unread)
-            storing += time.perf_counter() - started
-            bar.update(len(batch["key"]))
-    finally:
-        bar.close()
-    return ("cuda" if gpus else "cpu"), unread, storing
 
 
 def _rows(batch: Mapping[str, np.ndarray], kinds: Sequence[str]) -> Iterator[dict[str, Any]]:

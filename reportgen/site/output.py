@@ -253,6 +253,19 @@ class Staging:
         self.kept[rel] = was
         return True
 
+    def keep_all(self, prefixes: tuple[str, ...], key: str) -> bool:
+        """Keep every file the last build made from ``key`` whose path starts with one of
+        ``prefixes``, if there is one and each is as it was left; whether they were kept."""
+        made = {rel: was for rel, was in self._old.items() if rel.startswith(prefixes)}
+        if (
+            not key
+            or not made
+            or any(was[3] != key or not self._in_place(rel, was) for rel, was in made.items())
+        ):
+            return False
+        self.kept.update(made)
+        return True
+
     def write(self, rel: str, data: bytes, key: str = "") -> None:
         """Stage ``data`` as the site's ``rel`` (kept instead if those bytes are in place)."""
         digest = hashlib.sha256(data).hexdigest()

@@ -25,6 +25,8 @@ from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from . import naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
 
+EXPORTS = ("predictions.json", "predictions.csv", "search/")
+"""The files made from the whole folder at once (:meth:`PageWriter.exports`)."""
 STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js", "kernel-map.js")
 ASSETS_DIR = "assets"
 
@@ -37,6 +39,10 @@ class Output(Protocol):
 
     def keep(self, rel: str, key: str) -> bool:
         """Keep ``rel`` as the last build made it, if that was from ``key``; whether it did."""
+
+    def keep_all(self, prefixes: tuple[str, ...], key: str) -> bool:
+        """Keep every file the last build made from ``key`` under these path prefixes, if all of
+        them are as it left them; whether it did."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
 
     Photo and index pages (all but a few of the files) are rendered only when what they show has
     changed since the last build: each has an input key, a hash of everything it shows, and a page
-    that ``out`` still holds as made from that key is kept.
+    that ``out`` still holds as made from that key is kept. So are the exports and the filter's
+    shards, as a whole, under a key of the whole folder.
 
     Args:
         out: takes each site-relative path and its bytes.
@@ -143,10 +150,7 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
     for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
         writer.photo_page(position)
     writer.index_pages()
-    write("predictions.json", predictions_json(site))
-    write("predictions.csv", predictions_csv(site))
-    for path, data in search_index(site).items():
-        write(path, data)
+    writer.exports()
     # For publishing from a branch: no Jekyll processing, so every file is served as written.
     write(".nojekyll", b"")
 
@@ -200,6 +204,19 @@ class PageWriter:
             lean=self.site.lean,
             **context,
         )
+
+    def exports(self) -> None:
+        """predictions.json and .csv and the filter's shards: made only when some photo's place
+        or result, or a skipped file, changed (they show every photo)."""
+        identities = "\n".join(_identity(p) for p in self.site.photos)
+        folder = f"exports\n{identities}\n{self.site.skipped!r}"
+        key = hashlib.sha256(f"{self.site_key}\n{folder}".encode()).hexdigest()
+        if self.out.keep_all(EXPORTS, key):
+            return
+        self.out.write("predictions.json", predictions_json(self.site), key)
+        self.out.write("predictions.csv", predictions_csv(self.site), key)
+        for path, data in search_index(self.site).items():
+            self.out.write(path, data, key)
 
     def assets(self) -> None:
         folder = resources.files("reportgen.templates.static")
@@ -339,20 +356,33 @@ def _word_starts(label: str) -> tuple[str, ...]:
     )
 
 
+FILTER_SHOWN = 120
+"""The most photos the filter shows for one query (filter.js's LIMIT): a shard keeps this many of
+each label, and how many there are."""
+
+
 def search_index(site: SiteContent) -> dict[str, bytes]:
     """The filter's data, in shards by the first letters of each word of the top-1 label: typing
     loads only the shard its first letters name, however large the folder.
 
-    Shards are keyed by two letters, and a shard over SHARD_BYTES is split by a third (and so
-    on). Each is a script that hands its photos, as [source, page, thumbnail, label, percent], to
-    ``reportgenShard(key, photos)``; ``keys.js`` names the shards there are.
+    A query matches a photo by its label alone, so a shard holds labels, each with its number of
+    photos and the first FILTER_SHOWN of them (all the filter shows): a label predicted for 5,000
+    photos costs no more than one predicted for 120. Shards are keyed by two letters, and a shard
+    over SHARD_BYTES is split by a third (and so on). Each is a script that hands its labels, as
+    [label, count, photos], each photo as [position, source, page, thumbnail, percent], to
+    ``reportgenShard(key, labels)``; ``keys.js`` names the shards there are.
     """
+    groups: dict[str, list[list[Any]]] = {}
+    counts: dict[str, int] = {}
+    for position, p in enumerate(site.photos):
+        label = p.top5[0].label
+        counts[label] = counts.get(label, 0) + 1
+        shown = groups.setdefault(label, [])
+        if len(shown) < FILTER_SHOWN:
+            percent = f"{p.top5[0].probability * 100:.1f}%"
+            shown.append([position, p.source, p.page, p.crop, percent])
     entries = [
-        (
-            [p.source, p.page, p.crop, p.top5[0].label, f"{p.top5[0].probability * 100:.1f}%"],
-            _word_starts(p.top5[0].label),
-        )
-        for p in site.photos
+        ([label, counts[label], shown], _word_starts(label)) for label, shown in groups.items()
     ]
     files: dict[str, bytes] = {}
     _shard(entries, MIN_SHARD_LETTERS, files)
@@ -362,11 +392,11 @@ def search_index(site: SiteContent) -> dict[str, bytes]:
 
 
 def _shard(
-    entries: Sequence[tuple[list[str], Sequence[str]]], letters: int, files: dict[str, bytes]
+    entries: Sequence[tuple[list[Any], Sequence[str]]], letters: int, files: dict[str, bytes]
 ) -> None:
     """Group ``entries`` by the first ``letters`` letters of their words into ``files``,
     splitting a group that is too large by one more letter."""
-    groups: dict[str, list[tuple[list[str], Sequence[str]]]] = {}
+    groups: dict[str, list[tuple[list[Any], Sequence[str]]]] = {}
     for entry, words in entries:
         for key in sorted({_hex_key(w[:letters]) for w in words}):
             groups.setdefault(key, []).append((entry, words))

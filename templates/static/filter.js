@@ -23,7 +23,7 @@
   var results = document.getElementById("filter-results");
   var status = document.getElementById("filter-status");
   var paged = document.querySelectorAll("[data-paged]");
-  var LIMIT = 120;
+  var LIMIT = 120;  // as reportgen.site.pages.FILTER_SHOWN: each shard keeps this many a label
   var shards = {};  // key -> photos, once loaded; key -> null while loading
   var keys = null;  // the shards there are (search/keys.js), once loaded
   var keysRequested = false;
@@ -40,9 +40,13 @@
     apply();
   };
 
-  window.reportgenShard = function (key, photos) {
-    shards[key] = photos.map(function (p) {
-      return {source: p[0], page: p[1], thumb: p[2], label: p[3], percent: p[4]};
+  // A shard holds labels: [label, how many photos, the first LIMIT of them], each photo as
+  // [position in the folder, source, page, thumbnail, percent].
+  window.reportgenShard = function (key, labels) {
+    shards[key] = labels.map(function (l) {
+      return {label: l[0], count: l[1], photos: l[2].map(function (p) {
+        return {position: p[0], source: p[1], page: p[2], thumb: p[3], label: l[0], percent: p[4]};
+      })};
     });
     apply();
   };
@@ -141,19 +145,27 @@
       shards[key] = null;
       load("search/" + key + ".js");
     }
-    var photos = shards[key];
-    if (!photos) {
+    var labels = shards[key];
+    if (!labels) {
       status.textContent = "Loading…";
       return;
     }
-    var matches = photos.filter(function (p) { return startsAWord(p.label, query); });
+    var total = 0;
+    var matches = [];
+    labels.forEach(function (l) {
+      if (startsAWord(l.label, query)) {
+        total += l.count;
+        matches = matches.concat(l.photos);
+      }
+    });
+    matches.sort(function (a, b) { return a.position - b.position; });  // folder order
     results.textContent = "";
     matches.slice(0, LIMIT).forEach(function (p) { results.appendChild(item(p)); });
     for (i = 0; i < paged.length; i++) { show(paged[i], false); }
     show(results, true);
-    var count = matches.length === 1 ? "1 photo" : matches.length + " photos";
+    var count = total === 1 ? "1 photo" : total + " photos";
     status.textContent = count + " predicted as “" + input.value.trim() + "”" +
-      (matches.length > LIMIT ? "; showing the first " + LIMIT + "." : ".");
+      (total > LIMIT ? "; showing the first " + LIMIT + "." : ".");
   }
 
   input.addEventListener("input", apply);
