@@ -13,9 +13,11 @@ import dataclasses
 import importlib.util
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import freshness
 from .cache import ResultCache, Unusable, fingerprint
 from .config import Config
 from .discover import discover
@@ -43,7 +45,9 @@ class BuildResult:
     """What a build produced."""
 
     out_dir: Path
-    photos: tuple[PhotoRecord, ...]
+    photos: Sequence[PhotoRecord]
+    """Every photo reported, in source order (read from the cache when first used, if the build
+    found the site up to date)."""
     skipped: tuple[Skipped, ...]
     computed: int
     """Photos reported that this build ran through the model."""
@@ -72,6 +76,9 @@ class Gathered:
     computed: int
     """Photos reported that the model ran over in this build."""
     device: str | None
+    settled: bool = True
+    """Whether every photo found has a result or a lasting verdict (none was left out for now,
+    unreadable or changed while the build ran: the next build must try those again)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,8 @@ class Analysed:
     summary: FolderSummary
     charts: dict[str, Path]
     """Each summary chart's PNG in the cache, by name."""
+    problems: tuple[str, ...] = ()
+    """What was wrong with the true classes' sources (reported as warnings)."""
 
 
 def build(config: Config, *, progress: bool = False) -> BuildResult:
@@ -102,10 +111,21 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     clock = _Stopwatch()
     try:
         with out.lock(wait=config.wait):
-            gathered = gather(config, input_dir, out, clock, progress=progress)
+            sources, unreadable = _find_photos(config, input_dir, out)
+            weights = resolve_weights(config.weights, progress=progress)
+            now = freshness.state(
+                config, fingerprint(weights, config), sources, unreadable, input_dir
+            )
+            unchanged = None if config.full else _unchanged(config, out, now, sources, weights)
+            if unchanged is not None:
+                clock.lap("discover")
+                return dataclasses.replace(unchanged, timings=clock.laps)
+            found = (sources, unreadable, weights)
+            gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
+            _remember(out, now, gathered, analysed)
     except OSError as exc:
         raise BuildError(f"{os_error_message(exc)} (the previous site is unchanged)") from exc
     except Interrupted:
@@ -125,15 +145,18 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
 
 
 def gather(
-    config: Config, input_dir: Path, out: OutputFolder, clock: _Stopwatch, *, progress: bool
+    config: Config,
+    input_dir: Path,
+    out: OutputFolder,
+    clock: _Stopwatch,
+    found: tuple[list[Source], list[Skipped], WeightsSpec],
+    *,
+    progress: bool,
 ) -> Gathered:
-    """Every photo's record: from the cache, or from the model for those it lacks.
-
-    Raises:
-        InputError: the folder holds no photo, or none that could be read.
-    """
-    sources, unreadable = _find_photos(config, input_dir, out)
-    weights = resolve_weights(config.weights, progress=progress)
+    """Every photo's record: from the cache, or from the model for those it lacks (``found``: the
+    photos, the files that cannot be read, and the weights). Raises InputError when the folder
+    holds no photo that could be read."""
+    sources, unreadable, weights = found
     for warning in weights.warnings:
         log.warning("%s (%s)", warning, weights.path)
     kinds = ("input", *config.layers)
@@ -178,7 +201,85 @@ def gather(
         keys=frozenset(keys.values()),
         computed=sum(1 for p in photos if p.key in computed_keys),
         device=device,
+        settled=all(isinstance(stored.get(s.rel), (PhotoRecord, Unusable)) for s in sources),
     )
+
+
+def _remember(out: OutputFolder, now: str, gathered: Gathered, analysed: Analysed) -> None:
+    """Record what this build was made from, for the next one to tell whether it has work; or
+    forget it, when photos were left out for now (the next build must try them again)."""
+    stamps = gathered.cache.stamps(p.key for p in gathered.photos) if gathered.settled else None
+    last = stamps and freshness.LastBuild(now, stamps, tuple(gathered.skipped), analysed.problems)
+    freshness.record(out.state / freshness.LAST_BUILD, last or None)
+
+
+def _unchanged(
+    config: Config, out: OutputFolder, now: str, sources: list[Source], weights: WeightsSpec
+) -> BuildResult | None:
+    """The result of a build that has nothing to do: the last one was made from the same state,
+    its files are all as it left them, and the cache still holds every photo's entry. None when
+    there is work."""
+    last = freshness.read(out.state / freshness.LAST_BUILD)
+    if last is None or last.state != now:
+        return None
+    site_bytes = out.intact()
+    if site_bytes is None:
+        return None
+    kinds = ("input", *config.layers)
+    cache = ResultCache(config.cache or out.state / "cache", fingerprint(weights, config), kinds)
+    left_out = {item.source for item in last.skipped}
+    photos = [s for s in sources if s.rel not in left_out]
+    keys = {s.rel: cache.key(s.sha256) for s in photos}
+    if not photos or cache.stamps(keys[s.rel] for s in photos) != last.cache:
+        return None
+    out.discard_staging()  # what an interrupted build left; the site itself is whole
+    for item in last.skipped:
+        log.warning("skipped %s: %s", item.source, item.reason)
+    for problem in last.problems:
+        log.warning("%s", problem)
+    return BuildResult(
+        out_dir=config.out_dir,
+        photos=_CachedPhotos(photos, keys, cache, config.input_dir),
+        skipped=last.skipped,
+        computed=0,
+        reused=len(photos),
+        device=None,
+        site_bytes=site_bytes,
+    )
+
+
+class _CachedPhotos(Sequence[PhotoRecord]):
+    """The photos of a site found up to date: counted at once, read from the cache only when
+    first looked at (a build that needs nothing else never reads them)."""
+
+    def __init__(
+        self, sources: list[Source], keys: dict[str, str], cache: ResultCache, input_dir: Path
+    ) -> None:
+        self._sources, self._keys, self._cache, self._input = sources, keys, cache, input_dir
+        self._records: list[PhotoRecord] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._loaded()[index]
+
+    def __iter__(self) -> Iterator[PhotoRecord]:
+        return iter(self._loaded())
+
+    def _loaded(self) -> list[PhotoRecord]:
+        if self._records is None:
+            model = self._cache.load_model()
+            entries = [self._cache.load(self._keys[s.rel]) for s in self._sources]
+            if model is None or not all(isinstance(e, PhotoRecord) for e in entries):
+                raise BuildError("the cache changed after the build; build again")
+            rels = [s.rel for s in self._sources]
+            truth, _ = ground_truth(self._input, rels, model.categories)
+            self._records = [
+                dataclasses.replace(e.placed(s, self._keys[s.rel]), truth=truth.get(s.rel))
+                for e, s in zip(entries, self._sources, strict=True)
+            ]
+        return self._records
 
 
 def _interrupted(finished: int) -> str:
@@ -243,7 +344,8 @@ def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
     if truth:
         photos = [dataclasses.replace(p, truth=truth.get(p.source)) for p in photos]
     summary = summarize_folder(photos)
-    return Analysed(photos, summary, _charts(photos, summary, gathered.cache))
+    charts = _charts(photos, summary, gathered.cache)
+    return Analysed(photos, summary, charts, tuple(problems))
 
 
 def _charts(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -84,7 +85,10 @@ class ResultCache:
     # Paths are made as strings: pathlib's joins were a third of a 20,000-photo rebuild.
 
     def _entry_path(self, key: str) -> Path:
-        return Path(f"{self._root}/results/{key[:2]}/{key}.json")
+        return Path(self._entry_path_name(key))
+
+    def _entry_path_name(self, key: str) -> str:
+        return f"{self._root}/results/{key[:2]}/{key}.json"
 
     def picture(self, key: str, kind: str) -> Path:
         """Where the ``kind`` picture ('input', or a layer such as 'conv1') of a record is kept."""
@@ -111,6 +115,21 @@ class ResultCache:
             log.info("cache entry %s is damaged (%s); recomputing it", path.name, exc)
             return None
         return record if self.has_pictures(key) else None
+
+    def stamps(self, keys: Iterable[str]) -> str | None:
+        """A hash of the size and mtime of each entry under ``keys`` and of its pictures: what
+        changes when any of them is damaged, emptied or replaced, found without reading them.
+        None when one is missing."""
+        digest = hashlib.sha256()
+        for key in keys:
+            names = [self._entry_path_name(key), *(self.picture_name(key, k) for k in self.kinds)]
+            for name in names:
+                try:
+                    st = os.stat(name)
+                except OSError:
+                    return None
+                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def has_pictures(self, key: str) -> bool:
         """Whether every picture of the record under ``key`` is there."""

@@ -211,3 +211,48 @@ def test_a_marked_site_whose_state_is_gone_is_rebuilt_without_deleting_anything(
     result = build(src, out)
     assert result.computed == 2 and (out / "CNAME").read_text() == "photos.example.org\n"
     assert (out / "index.html").is_file()
+
+
+def test_a_rebuild_with_nothing_changed_reads_no_record_and_says_the_same(
+    tmp_path, monkeypatch, caplog, rendered
+):
+    import reportgen.cache
+
+    src, out = settled(tmp_path / "in", 3), tmp_path / "site"
+    (src / "broken.jpg").write_bytes(b"not a photo")
+    first = build(src, out)
+    loads: list[str] = []
+    real = reportgen.cache.ResultCache.load
+    monkeypatch.setattr(
+        reportgen.cache.ResultCache, "load", lambda self, key: loads.append(key) or real(self, key)
+    )
+    caplog.clear()
+    rendered.clear()
+    again = build(src, out)
+    assert loads == [] and again.computed == 0 and again.reused == 3
+    assert "summary.html" not in rendered
+    assert again.skipped == first.skipped and again.site_bytes == first.site_bytes
+    assert "skipped broken.jpg: " in caplog.text  # said again, as every build says it
+    # The photos are there for a caller who looks (read from the cache only then).
+    assert [p.top5 for p in again.photos] == [p.top5 for p in first.photos]
+    assert [p.page for p in again.photos] == [p.page for p in first.photos] and len(loads) == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda src, out: {"per_page": 2}, id="an option"),
+        pytest.param(lambda src, out: (src / "labels.csv").write_text("source,label\n") and {},
+                     id="labels.csv"),
+        pytest.param(lambda src, out: next((out / "photos").glob("*.html")).unlink() or {},
+                     id="a page removed"),
+        pytest.param(lambda src, out: (src / "p0.jpg").unlink() or {}, id="a photo removed"),
+    ],
+)  # fmt: skip
+def test_anything_a_build_depends_on_makes_it_build(tmp_path, rendered, change):
+    src, out = settled(tmp_path / "in", 3), tmp_path / "site"
+    build(src, out)
+    rendered.clear()
+    options = change(src, out)
+    build(src, out, **options)
+    assert "summary.html" in rendered  # rendered by every build that has work, by no other

@@ -152,6 +152,24 @@ class OutputFolder:
             found += [str(here / f) if str(here) != "." else f for f in files]
         return found
 
+    def intact(self) -> int | None:
+        """The site's size in bytes if every file the last build wrote is still as it left it
+        (size and mtime, as the manifest says) and the marker is there; None otherwise."""
+        files = self._manifest_files()
+        if not isinstance(files, dict) or not files or not self.marker.is_file():
+            return None
+        root, total = os.fspath(self.root), self.marker.stat().st_size
+        for rel, was in files.items():
+            try:
+                st = os.lstat(f"{root}/{rel}")
+                size, mtime = int(was[1]), int(was[2])
+            except (OSError, TypeError, ValueError, IndexError):
+                return None
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime):
+                return None
+            total += size
+        return total
+
     @contextlib.contextmanager
     def lock(self, *, wait: bool = False) -> Iterator[None]:
         """Hold the folder's build lock: one build at a time writes to an output folder.

@@ -180,10 +180,7 @@ class PageWriter:
         """A hash of what every page shows besides its own content: the templates, the model,
         the options, this version of reportgen."""
         site = self.site
-        digest = hashlib.sha256()
-        folder = resources.files("reportgen.templates")
-        for item in _template_files(folder):
-            digest.update(item.name.encode() + b"\0" + item.read_bytes())
+        digest = hashlib.sha256(templates_digest().encode())
         shown = (site.model, tuple(site.layers), site.normalize, site.decode, site.lean)
         digest.update(repr((__version__, *shown, site.title, site.per_page)).encode())
         return digest.hexdigest()
@@ -284,6 +281,15 @@ def _identity(photo: PhotoRecord) -> str:
     """All a page can show of a photo, in a short string: the cache key stands for everything the
     model made of its bytes, the rest is where it sits in the folder."""
     return repr((photo.key, photo.source, photo.file_size, photo.truth))
+
+
+@functools.cache
+def templates_digest() -> str:
+    """A hash of every template and asset shipped with reportgen (read once a process)."""
+    digest = hashlib.sha256()
+    for item in _template_files(resources.files("reportgen.templates")):
+        digest.update(item.name.encode() + b"\0" + item.read_bytes())
+    return digest.hexdigest()
 
 
 def _template_files(folder: Any) -> list[Any]:
