@@ -113,6 +113,8 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         with out.lock(wait=config.wait):
             sources, unreadable = _find_photos(config, input_dir, out)
             weights = resolve_weights(config.weights, progress=progress)
+            for warning in weights.warnings:
+                log.warning("%s (%s)", warning, weights.path)
             now = freshness.state(
                 config, fingerprint(weights, config), sources, unreadable, input_dir
             )
@@ -157,8 +159,6 @@ def gather(
     photos, the files that cannot be read, and the weights). Raises InputError when the folder
     holds no photo that could be read."""
     sources, unreadable, weights = found
-    for warning in weights.warnings:
-        log.warning("%s (%s)", warning, weights.path)
     kinds = ("input", *config.layers)
     cache = ResultCache(config.cache or out.state / "cache", fingerprint(weights, config), kinds)
     keys = {s.rel: cache.key(s.sha256) for s in sources}

@@ -240,7 +240,9 @@ def _rows(batch: Mapping[str, np.ndarray], kinds: Sequence[str]) -> Iterator[dic
         yield {name: batch[name][i] for name in ("key", "record", "error", "lasting", *kinds)}
 
 
-def _keep(row: dict[str, Any], cache: ResultCache, paths: Mapping[str, Path], unread: dict) -> None:
+def _keep(
+    row: dict[str, Any], cache: ResultCache, paths: Mapping[str, Path], unread: dict[str, str]
+) -> None:
     """Store one photo's result, or its failure, as the local engine does.
 
     Raises:
