@@ -115,14 +115,16 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             weights = resolve_weights(config.weights, progress=progress)
             for warning in weights.warnings:
                 log.warning("%s (%s)", warning, weights.path)
-            now = freshness.state(
-                config, fingerprint(weights, config), sources, unreadable, input_dir
+            kinds = ("input", *config.layers)
+            cache = ResultCache(
+                config.cache or out.state / "cache", fingerprint(weights, config), kinds
             )
-            unchanged = None if config.full else _unchanged(config, out, now, sources, weights)
+            now = freshness.state(config, cache.fingerprint, sources, unreadable, input_dir)
+            unchanged = None if config.full else _unchanged(config, out, now, sources, cache)
             if unchanged is not None:
                 clock.lap("discover")
                 return dataclasses.replace(unchanged, timings=clock.laps)
-            found = (sources, unreadable, weights)
+            found = (sources, unreadable, weights, cache)
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
@@ -151,16 +153,14 @@ def gather(
     input_dir: Path,
     out: OutputFolder,
     clock: _Stopwatch,
-    found: tuple[list[Source], list[Skipped], WeightsSpec],
+    found: tuple[list[Source], list[Skipped], WeightsSpec, ResultCache],
     *,
     progress: bool,
 ) -> Gathered:
     """Every photo's record: from the cache, or from the model for those it lacks (``found``: the
-    photos, the files that cannot be read, and the weights). Raises InputError when the folder
-    holds no photo that could be read."""
-    sources, unreadable, weights = found
-    kinds = ("input", *config.layers)
-    cache = ResultCache(config.cache or out.state / "cache", fingerprint(weights, config), kinds)
+    photos, the files that cannot be read, the weights and the cache). Raises InputError when the
+    folder holds no photo that could be read."""
+    sources, unreadable, weights, cache = found
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
@@ -214,7 +214,7 @@ def _remember(out: OutputFolder, now: str, gathered: Gathered, analysed: Analyse
 
 
 def _unchanged(
-    config: Config, out: OutputFolder, now: str, sources: list[Source], weights: WeightsSpec
+    config: Config, out: OutputFolder, now: str, sources: list[Source], cache: ResultCache
 ) -> BuildResult | None:
     """The result of a build that has nothing to do: the last one was made from the same state,
     its files are all as it left them, and the cache still holds every photo's entry. None when
@@ -225,8 +225,6 @@ def _unchanged(
     site_bytes = out.intact()
     if site_bytes is None:
         return None
-    kinds = ("input", *config.layers)
-    cache = ResultCache(config.cache or out.state / "cache", fingerprint(weights, config), kinds)
     left_out = {item.source for item in last.skipped}
     photos = [s for s in sources if s.rel not in left_out]
     keys = {s.rel: cache.key(s.sha256) for s in photos}

@@ -23,8 +23,8 @@ from typing import Any
 
 from . import __version__, serial
 from .config import Config
+from .files import write_atomic
 from .records import ModelEntry, PhotoRecord
-from .site.output import write_atomic
 from .weights import WeightsSpec
 
 log = logging.getLogger("reportgen")

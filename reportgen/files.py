@@ -107,6 +107,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_changed(path: Path, data: bytes) -> bool:
+    """:func:`write_atomic`, unless ``path`` holds these bytes already (a rebuild with nothing new
+    writes nothing); whether it wrote."""
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return False
+    write_atomic(path, data)
+    return True
+
+
 def write_new(path: Path, data: bytes) -> None:
     """Write a file in a folder that exists and that no one else reads yet (a staging area)."""
     _write_all(os.open(path, _NEW_FILE, 0o666), data, path)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config
-from .files import write_atomic
+from .files import write_changed
 from .records import Skipped, Source
 from .site.folder import LABELS_FILE
 from .site.pages import templates_digest
@@ -99,10 +99,4 @@ def record(path: Path, last: LastBuild | None) -> None:
         "skipped": [[s.source, s.reason] for s in last.skipped],
         "problems": list(last.problems),
     }
-    encoded = (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
-    try:
-        if path.read_bytes() == encoded:
-            return
-    except OSError:
-        pass
-    write_atomic(path, encoded)
+    write_changed(path, (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))

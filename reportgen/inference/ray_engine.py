@@ -166,7 +166,6 @@ def _fill_cache(
     batch_size, _ = defaults(config, device, todo)  # the local engine's batches
     actors = config.workers or gpus or max(1, int(resources.get("CPU", 1)) // 2)
     dataset = _dataset(ray, loaded, entry, todo, keys, config, batch_size, gpus, actors)
-    kinds = ("input", *config.layers)
     paths = {keys[s.rel]: s.path for s in todo}
     unread: dict[str, str] = {}
     storing = 0.0
@@ -174,7 +173,7 @@ def _fill_cache(
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             started = time.perf_counter()
-            for row in _rows(batch, kinds):
+            for row in _rows(batch, cache.kinds):
                 _keep(row, cache, paths, unread)
             storing += time.perf_counter() - started
             bar.update(len(batch["key"]))

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import __version__
 from ..errors import BuildError, UsageError
-from ..files import write_atomic, write_new
+from ..files import write_changed, write_new
 from . import naming
 
 log = logging.getLogger("reportgen")
@@ -161,11 +161,10 @@ class OutputFolder:
         root, total = os.fspath(self.root), self.marker.stat().st_size
         for rel, was in files.items():
             try:
-                st = os.lstat(f"{root}/{rel}")
                 size, mtime = int(was[1]), int(was[2])
-            except (OSError, TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError):
                 return None
-            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime):
+            if not _as_left(f"{root}/{rel}", size, mtime):
                 return None
             total += size
         return total
@@ -214,11 +213,7 @@ class OutputFolder:
     def mark(self) -> None:
         """Write the marker that says this folder is a reportgen site (once: it rarely changes)."""
         data = (json.dumps({"generator": "reportgen", "version": __version__}) + "\n").encode()
-        with contextlib.suppress(OSError):
-            if self.marker.read_bytes() == data:
-                data = b""
-        if data:
-            write_atomic(self.marker, data)
+        write_changed(self.marker, data)
 
     def drop_legacy_state(self) -> None:
         """Remove the state a version before 0.2 kept inside the folder (it was published)."""
@@ -302,11 +297,7 @@ class Staging:
         every file of the site."""
         if rel.startswith("/") or ".." in rel.split("/"):
             raise ValueError(f"unsafe site path {rel!r}")
-        try:
-            st = os.lstat(f"{self._root}/{rel}")
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == was[1:3]
+        return _as_left(f"{self._root}/{rel}", was[1], was[2])
 
     def link(self, rel: str, existing: str | Path) -> None:
         """Stage ``existing`` under ``rel`` without copying its bytes when the disk allows.
@@ -414,12 +405,16 @@ class Staging:
         # for the 60,000 files of a 20,000-photo site).
         lines = ",\n".join(f"{json.dumps(rel)}: {json.dumps(files[rel])}" for rel in sorted(files))
         encoded = f'{{"version": {MANIFEST_VERSION}, "files": {{\n{lines}\n}}}}\n'.encode()
-        path = self.folder.state / MANIFEST
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            if path.read_bytes() == encoded:
-                return  # nothing changed: nothing written
-        write_atomic(path, encoded)
+        write_changed(self.folder.state / MANIFEST, encoded)
+
+
+def _as_left(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether ``path`` is a regular file of this size and mtime: as a build left it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
 
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:

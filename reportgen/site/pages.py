@@ -156,7 +156,8 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
 
 
 class PageWriter:
-    """Renders templates to site-relative paths through a ``write(path, bytes)`` callback."""
+    """Renders templates to site-relative paths into an :class:`Output`, skipping those it still
+    holds as made from the same input."""
 
     def __init__(self, site: SiteContent, out: Output) -> None:
         self.site = site
@@ -171,9 +172,14 @@ class PageWriter:
 
     def keyed_page(self, template: str, path: str, key: str, **context: Any) -> None:
         """Render the page only if the output lacks it as made from ``key``."""
-        key = hashlib.sha256(f"{self.site_key}\n{key}".encode()).hexdigest()
+        key = self.input_key(key)
         if not self.out.keep(path, key):
             self.out.write(path, self.render(template, path, **context).encode("utf-8"), key)
+
+    def input_key(self, shown: str) -> str:
+        """The input key of a file that shows ``shown`` (a description of its own content) on a
+        page of this site."""
+        return hashlib.sha256(f"{self.site_key}\n{shown}".encode()).hexdigest()
 
     @functools.cached_property
     def site_key(self) -> str:
@@ -206,8 +212,7 @@ class PageWriter:
         """predictions.json and .csv and the filter's shards: made only when some photo's place
         or result, or a skipped file, changed (they show every photo)."""
         identities = "\n".join(_identity(p) for p in self.site.photos)
-        folder = f"exports\n{identities}\n{self.site.skipped!r}"
-        key = hashlib.sha256(f"{self.site_key}\n{folder}".encode()).hexdigest()
+        key = self.input_key(f"exports\n{identities}\n{self.site.skipped!r}")
         if self.out.keep_all(EXPORTS, key):
             return
         self.out.write("predictions.json", predictions_json(self.site), key)
