@@ -79,12 +79,18 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
 
 
 def model_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
-    """AlexNet, in eval mode, holding a ``state_dict`` already checked by :func:`load_model` (the
-    Ray engine's workers get the driver's model this way)."""
-    with torch.device("meta"):
-        model = _alexnet_builder()(weights=None)
+    """AlexNet, in eval mode, holding a ``state_dict`` that fits it (checked by
+    :func:`_load_state_dict_file`; the Ray engine's workers get the driver's model this way)."""
+    model = _empty_alexnet()
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _empty_alexnet() -> nn.Module:
+    """AlexNet on the meta device: its shapes, without randomly initialising 61M weights about to
+    be replaced."""
+    with torch.device("meta"):
+        return _alexnet_builder()(weights=None)
 
 
 def _load_state_dict_file(path: Path) -> nn.Module:
@@ -94,12 +100,8 @@ def _load_state_dict_file(path: Path) -> nn.Module:
         WeightsError: one line saying what the file is instead, and what to give.
     """
     state = _state_dict(_read_checkpoint(path), path)
-    alexnet = _alexnet_builder()
-    with torch.device("meta"):  # no random initialisation of 61M weights about to be replaced
-        model = alexnet(weights=None)
-    _check_fits(state, model.state_dict(), path)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
+    _check_fits(state, _empty_alexnet().state_dict(), path)
+    return model_from_state(state)
 
 
 _SAVE_HINT = "save one with torch.save(model.state_dict(), PATH) and pass that file"
