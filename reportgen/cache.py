@@ -10,16 +10,19 @@ entries.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import __version__, serial
 from .config import Config
@@ -32,6 +35,8 @@ log = logging.getLogger("reportgen")
 # Part of every key, so part of every picture's name: bump when what the model's results are, or
 # how pictures are drawn, changes.
 PICTURES_VERSION = 5  # 3: levels by one multiply-add, heat maps scaled in float64; 4, 5: JPEG 75
+CODE_SIZE = 4096
+"""Numbers in an fc7 code: the outputs of AlexNet's second fully connected layer."""
 # Written into every entry: bump when a stored record changes shape or meaning. Entries of another
 # format are recomputed (their pictures keep their names).
 ENTRY_FORMAT = 6  # 4: one generic PhotoRecord; 5: numbers unrounded; 6: vectors as base64
@@ -98,6 +103,25 @@ class ResultCache:
         """:meth:`picture`, as a string."""
         return f"{self._root}/pictures/{key[:2]}/{key}-{kind}.jpg"
 
+    def code_name(self, key: str) -> str:
+        """Where a record's fc7 code is kept: CODE_SIZE float16 numbers, raw."""
+        return f"{self._root}/codes/{key[:2]}/{key}.f16"
+
+    def codes(self, keys: Sequence[str]) -> np.ndarray:
+        """The fc7 codes under ``keys``, (len(keys), CODE_SIZE) float16, in that order.
+
+        Raises:
+            OSError: a code went missing or was damaged since its record was read.
+        """
+        out = np.empty((len(keys), CODE_SIZE), dtype=np.float16)
+        for row, key in enumerate(keys):
+            with open(self.code_name(key), "rb") as fh:
+                data = fh.read()
+            if len(data) != CODE_SIZE * 2:
+                raise OSError(errno.EIO, "fc7 code damaged in the cache; build again", key)
+            out[row] = np.frombuffer(data, dtype=np.float16)
+        return out
+
     def load(self, key: str) -> PhotoRecord | Unusable | None:
         """The stored record or verdict; None when there is none, or it is damaged or stale
         (then the photo is computed again)."""
@@ -122,7 +146,7 @@ class ResultCache:
         None when one is missing."""
         digest = hashlib.sha256()
         for key in keys:
-            names = [self._entry_path_name(key), *(self.picture_name(key, k) for k in self.kinds)]
+            names = [self._entry_path_name(key), *self._files(key)]
             for name in names:
                 try:
                     st = os.stat(name)
@@ -131,9 +155,13 @@ class ResultCache:
                 digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
+    def _files(self, key: str) -> list[str]:
+        """What a record under ``key`` needs beside it: its pictures and its fc7 code."""
+        return [*(self.picture_name(key, kind) for kind in self.kinds), self.code_name(key)]
+
     def has_pictures(self, key: str) -> bool:
-        """Whether every picture of the record under ``key`` is there."""
-        return all(_nonempty(self.picture_name(key, kind)) for kind in self.kinds)
+        """Whether every picture of the record under ``key``, and its code, is there."""
+        return all(_nonempty(name) for name in self._files(key))
 
     def store(self, key: str, record: PhotoRecord) -> None:
         """Keep a photo's record; call after its pictures are written."""
@@ -188,7 +216,7 @@ class ResultCache:
         for path in sorted((self.root / "charts").glob("*.png")):
             if path not in charts:
                 path.unlink()
-        for folder in ("results", "pictures"):
+        for folder in ("results", "pictures", "codes"):
             top = os.path.join(self._root, folder)
             for part in sorted(_names(top)):
                 inner = os.path.join(top, part)

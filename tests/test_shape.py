@@ -17,8 +17,9 @@ import pytest
 
 import reportgen
 from reportgen import serial
-from reportgen.cache import ENTRY_FORMAT, ResultCache
+from reportgen.cache import CODE_SIZE, ENTRY_FORMAT, ResultCache
 from reportgen.errors import ConfigError
+from reportgen.files import write_atomic
 from reportgen.records import (
     LayerInfo,
     LayerRange,
@@ -57,6 +58,7 @@ def test_every_field_of_the_photo_record_survives_the_cache(tmp_path):
     for f in dataclasses.fields(PhotoRecord):
         assert getattr(record, f.name) not in (None, 0, "", ()), f"{f.name} is not exercised"
     cache = ResultCache(tmp_path, "f" * 64, kinds=())
+    write_atomic(Path(cache.code_name("k" * 64)), bytes(2 * CODE_SIZE))  # kept beside the record
     cache.store("k" * 64, record)
     loaded = cache.load("k" * 64)
     # What the cache keeps is what the model made of the bytes; the rest is the folder's.

@@ -61,6 +61,14 @@ class CamRecorder(HookOwner):
     def _forget(self) -> None:
         self.outputs = [None] * len(self.modules)
 
+    def codes(self) -> torch.Tensor:
+        """The last forward pass's fc7 codes: ``h2``, the 4096 outputs of the head's second fully
+        connected layer after its ReLU (``classifier.5``), (B, 4096)."""
+        h2 = self.outputs[2]
+        if h2 is None:
+            raise RuntimeError("no forward pass was recorded")
+        return h2
+
     def cams(self, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps of the last forward pass for ``classes`` (B, K): (B, K, 13, 13), >= 0."""
         a, h1, h2 = self.outputs

@@ -99,6 +99,8 @@ class BatchOutput:
     """Each drawn layer's grey grids, (B, height, width) uint8, conv1 first."""
     ranges: dict[str, np.ndarray]
     """(B, 2) each drawn layer's lowest and highest activation on each photo."""
+    codes: np.ndarray
+    """(B, 4096) float16: each photo's fc7 code, what the similar photos and the map are made of."""
 
 
 class PhotoDataset(Dataset[DecodedPhoto]):
@@ -284,7 +286,8 @@ def run_batches(
                 yield None, batch.failures
                 continue
             logits = model(model_inputs(batch.pixels, loaded.transforms, device))
-            top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(TOPK, dim=1)
+            top = min(TOPK, logits.shape[1])
+            top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
             levels, means = conv1.output
             layers = {"conv1": levels, **{n: r.output for n, r in deeper.items()}}
             output = BatchOutput(
@@ -298,5 +301,6 @@ def run_batches(
                 cams=cam.cams(top_indices).cpu().numpy(),
                 grids={n: pictures.grey_grids(a.levels, grids[n]) for n, a in layers.items()},
                 ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
+                codes=cam.codes().to(torch.float16).cpu().numpy(),
             )
             yield output, batch.failures

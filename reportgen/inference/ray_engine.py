@@ -236,7 +236,9 @@ def _dataset(
 
 def _rows(batch: Mapping[str, np.ndarray], kinds: Sequence[str]) -> Iterator[dict[str, Any]]:
     for i in range(len(batch["key"])):
-        yield {name: batch[name][i] for name in ("key", "record", "error", "lasting", *kinds)}
+        yield {
+            name: batch[name][i] for name in ("key", "record", "error", "lasting", "codes", *kinds)
+        }
 
 
 def _keep(
@@ -251,7 +253,7 @@ def _keep(
     if not error:
         record = serial.load(PhotoRecord, json.loads(str(row["record"])))
         pictures = {kind: bytes(row[kind]) for kind in cache.kinds}
-        store_result(cache, PhotoResult(key, record, pictures))
+        store_result(cache, PhotoResult(key, record, pictures, bytes(row["codes"])))
     elif bool(row["lasting"]):
         cache.store_unusable(key, error)
     elif error.startswith(_UNREADABLE) and paths[key].is_file():
@@ -318,7 +320,7 @@ class ModelActor:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {
-            name: [] for name in ("key", "record", "error", "lasting", *self.kinds)
+            name: [] for name in ("key", "record", "error", "lasting", "codes", *self.kinds)
         }
         for i in range(len(batch["keys"])):
             decoded, keys = self._decoded(batch, i)
@@ -359,5 +361,6 @@ class ModelActor:
         out["record"].append(json.dumps(serial.dump(result.record)) if result else "")
         out["error"].append(failure.reason if failure else "")
         out["lasting"].append(bool(failure and failure.lasting))
+        out["codes"].append(result.codes if result else b"")
         for kind in self.kinds:
             out[kind].append(result.pictures[kind] if result else b"")

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -198,6 +199,8 @@ class PhotoResult:
     key: str
     record: PhotoRecord
     pictures: dict[str, bytes]
+    codes: bytes
+    """The photo's fc7 code: 4096 float16 numbers."""
 
 
 def encode_batch(
@@ -209,13 +212,16 @@ def encode_batch(
             layer: pictures.encode_jpeg(grids[row], pictures.GRID_QUALITY)
             for layer, grids in output.grids.items()
         }
-        yield PhotoResult(key, record, {"input": output.crops[row], **grids})
+        pictures_ = {"input": output.crops[row], **grids}
+        yield PhotoResult(key, record, pictures_, output.codes[row].tobytes())
 
 
 def store_result(cache: ResultCache, result: PhotoResult) -> None:
-    """Keep a finished result: its pictures first, then its record (which marks it complete)."""
+    """Keep a finished result: its pictures and code first, then its record (which marks it
+    complete)."""
     for kind, data in result.pictures.items():
         write_atomic(cache.picture(result.key, kind), data)
+    write_atomic(Path(cache.code_name(result.key)), result.codes)
     cache.store(result.key, result.record)
 
 
