@@ -17,13 +17,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import freshness
+import numpy as np
+
+from . import folder_map, freshness, similar
 from .cache import ResultCache, Unusable, fingerprint
 from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
+from .similar import Neighbours
 from .site import charts as site_charts
 from .site import naming
 from .site.folder import FolderSummary, ground_truth, kernel_views, summarize_folder
@@ -35,6 +38,7 @@ from .weights import WeightsSpec, resolve_weights
 log = logging.getLogger("reportgen")
 
 STAT_INDEX = "stat-index.sqlite"
+SIMILAR = "similar.npz"
 RAY_MISSING = "--engine ray needs the ray extra: pip install 'reportgen[ray]'"
 PAGES_LIMIT = 1_000_000_000
 """GitHub Pages' limit on a published site, in bytes."""
@@ -91,6 +95,10 @@ class Analysed:
     """Each summary chart's PNG in the cache, by name."""
     problems: tuple[str, ...] = ()
     """What was wrong with the true classes' sources (reported as warnings)."""
+    similar: Neighbours | None = None
+    """Each photo's nearest photos by fc7 code."""
+    places: np.ndarray | None = None
+    """Each photo's place on the map, (N, 2)."""
 
 
 def build(config: Config, *, progress: bool = False) -> BuildResult:
@@ -128,6 +136,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
+            analysed = alike(gathered, analysed, out.state / SIMILAR, clock)
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
             _remember(out, now, gathered, analysed)
     except OSError as exc:
@@ -346,6 +355,25 @@ def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
     return Analysed(photos, summary, charts, tuple(problems))
 
 
+def alike(gathered: Gathered, analysed: Analysed, saved: Path, clock: _Stopwatch) -> Analysed:
+    """Each photo's nearest photos and its place on the map, from their fc7 codes: updated from
+    what the last build found (kept at ``saved``) where the folder changed little."""
+    photos = analysed.photos
+    keys = [p.key for p in photos]
+    sources = [p.source for p in photos]
+
+    def read(positions: Sequence[int]) -> np.ndarray:
+        return gathered.cache.codes([keys[i] for i in positions])
+
+    previous = similar.load(saved)
+    found = similar.find(sources, keys, read, previous[0] if previous else None)
+    clock.lap("similar")
+    places = folder_map.layout(read, found, previous)
+    clock.lap("map")
+    similar.save(saved, found, places)
+    return dataclasses.replace(analysed, similar=found, places=places)
+
+
 def _charts(
     photos: list[PhotoRecord], summary: FolderSummary, cache: ResultCache
 ) -> dict[str, Path]:
@@ -382,6 +410,9 @@ def write(
         summary=analysed.summary,
         charts={name: naming.summary_chart(name) for name in analysed.charts},
         chart_sizes={name: _png_size(path) for name, path in analysed.charts.items()},
+        similar=analysed.similar,
+        duplicates=similar.near_duplicates(analysed.similar) if analysed.similar else (),
+        places=analysed.places,
     )
     staging = out.begin()
     try:

@@ -138,9 +138,11 @@ class Visit:
         self.load_every_image()
 
     def load_every_image(self) -> None:
-        """Scroll each image into view (they are lazy) and wait until all have loaded."""
+        """Load every image (lazy ones too: scrolled past and back at once, the bottom ones would
+        never start) and wait until all have loaded."""
         self.page.evaluate(
-            "() => { for (const img of document.images) img.scrollIntoView(); scrollTo(0, 0); }"
+            "() => { for (const img of document.images) { img.loading = 'eager'; "
+            "img.scrollIntoView(); } scrollTo(0, 0); }"
         )
         self.page.wait_for_function(
             "() => Array.from(document.images).every(i => i.complete)", timeout=15000

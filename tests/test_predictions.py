@@ -121,6 +121,6 @@ def test_random_weights_say_predictions_are_meaningless(tmp_path, photos_dir):
         "decode": "fast",
     }
     pages = sorted(out.rglob("*.html"))
-    assert len(pages) == 4 + len(data["images"])  # index, kernels, model, summary, photos
+    assert len(pages) == 5 + len(data["images"])  # index, kernels, model, summary, map, photos
     for page in pages:
         assert "predictions are meaningless" in page.read_text(encoding="utf-8"), page

@@ -13,7 +13,8 @@ from PIL import Image
 
 import reportgen
 import reportgen.discover
-from reportgen.build import STAT_INDEX
+from reportgen import similar
+from reportgen.build import SIMILAR, STAT_INDEX
 
 from .conftest import SAMPLE_PHOTOS, state_of
 
@@ -87,6 +88,12 @@ def test_a_damaged_index_is_ignored(tmp_path, hashed):
     assert len(hashed) == 2 and result.computed == 0 and len(result.photos) == 2
 
 
+def nearest_lists(out: Path) -> dict[str, tuple[str, ...]]:
+    """Each photo's nearest photos as the last build found them, by source."""
+    found, _ = similar.load(state_of(out) / SIMILAR)
+    return {s: tuple(found.sources[j] for j, _ in found.of(i)) for i, s in enumerate(found.sources)}
+
+
 def _versions(out: Path) -> dict[str, tuple[int, int]]:
     """Each site file's inode and mtime: a rewritten file gets a new one or the other."""
     return {
@@ -109,16 +116,20 @@ def test_a_rebuild_rewrites_only_the_files_whose_bytes_change(tmp_path):
         assert (state_of(out) / name).stat().st_mtime_ns == mtime, name
 
     # New bytes (pictures are named by content), sorting last: index page 3 of 3.
+    lists = nearest_lists(out)
     Image.open(SAMPLE_PHOTOS[0]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
     result = build(src, out, per_page=3)
     after = _versions(out)
     rewritten = {rel for rel in after if before.get(rel) != after[rel]}
     new = next(p for p in result.photos if p.source == "p9.jpg")
     neighbour = next(p for p in result.photos if p.source == "p5.jpg")
-    assert {new.page, neighbour.page, "index-3.html"} <= rewritten
-    assert {new.crop, new.conv1} <= rewritten
+    assert {"index-3.html", new.crop, new.conv1} <= rewritten
+    # Photo pages: the new one, its neighbour's (a new next link), and those whose nearest photos
+    # changed (the new photo entered their lists); no other.
+    alike = {p.page for p in result.photos if lists.get(p.source) != nearest_lists(out)[p.source]}
+    assert {r for r in rewritten if r.startswith("photos/")} == {new.page, neighbour.page} | alike
     unchanged_photo = next(p for p in result.photos if p.source == "p0.jpg")
-    assert unchanged_photo.page not in rewritten and unchanged_photo.crop not in rewritten
+    assert unchanged_photo.crop not in rewritten and unchanged_photo.conv1 not in rewritten
     assert "assets/style.css" not in rewritten
 
 
@@ -149,16 +160,19 @@ def test_a_rebuild_renders_only_the_pages_whose_content_changed(tmp_path, render
     assert not set(rendered) & (photo_pages | {"index.html", "index-2.html"})
 
     rendered.clear()
+    lists = nearest_lists(out)
     Image.open(SAMPLE_PHOTOS[1]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
     result = build(src, out, per_page=3)
     new = next(p for p in result.photos if p.source == "p9.jpg")
     before = next(p for p in result.photos if p.source == "p5.jpg")
-    # The new page, its neighbour's (a new next link), and the index page it lands on.
+    # The new page, its neighbour's (a new next link), the index page it lands on, and the pages
+    # whose nearest photos changed.
+    alike = {p.page for p in result.photos if lists.get(p.source) != nearest_lists(out)[p.source]}
     assert set(rendered) & ({p.page for p in result.photos} | {"index-3.html"}) == {
         new.page,
         before.page,
         "index-3.html",
-    }
+    } | alike
 
     rendered.clear()
     (out / before.page).write_text("edited by hand")  # a page not as the last build left it

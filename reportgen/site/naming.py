@@ -15,6 +15,8 @@ _SLUG_MAX = 40
 PAGES_DIR = "photos"
 PICTURES_DIR = "img"
 KERNELS_PICTURE = f"{PICTURES_DIR}/conv1-kernels.png"
+PICTURE_KEY = 20
+"""Characters of a result's key that name its pictures."""
 
 
 def slug(text: str) -> str:
@@ -37,7 +39,7 @@ def photo_page(source: str) -> str:
 def photo_picture(key: str, kind: str) -> str:
     """Site-relative URL of a result's ``kind`` picture ('input', 'conv1', …); ``key`` names the
     result."""
-    return f"{PICTURES_DIR}/{key[:20]}-{kind}.jpg"
+    return f"{PICTURES_DIR}/{key[:PICTURE_KEY]}-{kind}.jpg"
 
 
 def summary_chart(name: str) -> str:

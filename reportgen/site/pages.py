@@ -22,12 +22,13 @@ from tqdm import tqdm
 from .. import __version__
 from ..layout import CONV_LAYERS, KERNEL_SCALE, kernel_grid, layer_grids
 from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
+from ..similar import DUPLICATE_DISTANCE, Duplicate, Neighbours
 from . import naming
 from .folder import NEAR_MISS_MARGIN, FolderSummary
 
 EXPORTS = ("predictions.json", "predictions.csv", "search/")
 """The files made from the whole folder at once (:meth:`PageWriter.exports`)."""
-STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js", "kernel-map.js")
+STATIC_FILES = ("style.css", "favicon.svg", "filter.js", "scroll.js", "kernel-map.js", "map.js")
 ASSETS_DIR = "assets"
 
 
@@ -66,6 +67,11 @@ class SiteContent:
     charts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Site-relative URL of each summary chart, by name."""
     chart_sizes: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    similar: Neighbours | None = None
+    """Each photo's nearest photos by fc7 code."""
+    duplicates: Sequence[Duplicate] = ()
+    places: Any = None
+    """Each photo's place on the map, (N, 2) in [0, 1]; None draws no map."""
     title: str = "How AlexNet sees these photos"
 
 
@@ -150,6 +156,7 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
     for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
         writer.photo_page(position)
     writer.index_pages()
+    writer.map_page()
     writer.exports()
     # For publishing from a branch: no Jekyll processing, so every file is served as written.
     write(".nojekyll", b"")
@@ -254,7 +261,19 @@ class PageWriter:
             chart_sizes=self.site.chart_sizes,
             photos_count=len(self.site.photos),
             near_miss_margin=NEAR_MISS_MARGIN,
+            duplicates=[
+                (self.site.photos[d.first], self.site.photos[d.second], d)
+                for d in self.site.duplicates[:DUPLICATES_LISTED]
+            ],
+            duplicate_count=len(self.site.duplicates),
+            duplicate_distance=DUPLICATE_DISTANCE,
         )
+
+    def map_page(self) -> None:
+        """map.html, and the map's data beside it (one script: it works from file:// too)."""
+        data = map_data(self.site)
+        self.page("map.html", "map.html", photos_count=len(self.site.photos), data=data)
+        self.write(MAP_DATA, ("reportgenMap(" + _compact(data) + ");\n").encode("ascii"))
 
     @functools.cached_property
     def _conv1_map(self) -> markupsafe.Markup:
@@ -270,11 +289,17 @@ class PageWriter:
         next = photos[position + 1] if position + 1 < len(photos) else None
         index_url = naming.index_page(position // self.site.per_page + 1)
         neighbours = (prev.source if prev else "", next.source if next else "")
+        alike = [
+            (photos[j], distance)
+            for j, distance in (self.site.similar.of(position) if self.site.similar else ())
+        ]
+        shown = "/".join(f"{_identity(p)}:{distance:.3g}" for p, distance in alike)
         self.keyed_page(
             "photo.html",
             photo.page,
-            f"{_identity(photo)}/{neighbours}/{index_url}",
+            f"{_identity(photo)}/{neighbours}/{index_url}/{shown}",
             photo=photo,
+            alike=alike,
             prev=prev,
             next=next,
             index_url=index_url,
@@ -326,6 +351,57 @@ def pager(current: int, count: int) -> list[dict[str, Any]]:
     return entries
 
 
+DUPLICATES_LISTED = 200
+"""Near-duplicate pairs the summary lists (closest first); it says how many there are."""
+MAP_DATA = "map-data.js"
+MAP_CLASSES = 11
+"""Classes the map colours by name (the most frequent); the rest share one colour."""
+
+
+def map_data(site: SiteContent) -> dict[str, Any]:
+    """What map.js draws: each photo as [x, y, colour, page, picture], places as integers in
+    0..MAP_SCALE, the page and picture by the parts of their names that differ (the data of
+    20,000 photos is about 1.2 MB). Colours are the true class where the folder has any, else the
+    top-1 class: the MAP_CLASSES most frequent by name, the others as one."""
+    photos = site.photos
+    truths = any(p.truth for p in photos)
+    classes = [(p.truth or "unlabelled") if truths else p.top5[0].label for p in photos]
+    counts: dict[str, int] = {}
+    for label in classes:
+        counts[label] = counts.get(label, 0) + 1
+    named = sorted(counts, key=lambda c: (-counts[c], c))[:MAP_CLASSES]
+    if len(counts) > MAP_CLASSES:
+        others = sum(counts[c] for c in counts if c not in named)
+        legend = [[c, counts[c]] for c in named] + [["other classes", others]]
+    else:
+        legend = [[c, counts[c]] for c in named]
+    colour = {c: i for i, c in enumerate(named)}
+    places = site.places
+    points = []
+    if places is not None:
+        for p, label, (x, y) in zip(photos, classes, places.tolist(), strict=True):
+            page = p.page.removeprefix(naming.PAGES_DIR + "/").removesuffix(".html")
+            points.append(
+                [
+                    round(x * MAP_SCALE),
+                    round(y * MAP_SCALE),
+                    colour.get(label, len(named)),
+                    page,
+                    p.key[: naming.PICTURE_KEY],
+                ]
+            )
+    return {
+        "by": "true class" if truths else "predicted class",
+        "classes": legend,
+        "scale": MAP_SCALE,
+        "pages": naming.PAGES_DIR + "/",
+        "pictures": naming.PICTURES_DIR + "/",
+        "picture": "-input.jpg",
+        "points": points,
+    }
+
+
+MAP_SCALE = 10000
 PROBABILITY_DIGITS = 6
 
 
@@ -433,7 +509,7 @@ def predictions_csv(site: SiteContent) -> bytes:
     """predictions.csv: one row per photo, sorted by source, with its top-5 side by side."""
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    ranks = range(1, 6)
+    ranks = range(1, 1 + max((len(p.top5) for p in site.photos), default=5))
     out.writerow(
         ["source", "page", "truth"]
         + [f"top{k}_{field}" for k in ranks for field in ("index", "label", "probability")]

@@ -1,0 +1,151 @@
+"""A map of the folder: every photo's fc7 code embedded in two dimensions with t-SNE.
+
+t-SNE (openTSNE, Barnes-Hut, one thread: seeded, it gives the same map bit for bit on every run)
+runs over the codes reduced to 50 dimensions by PCA (scikit-learn, seeded). Past
+:data:`LANDMARKS` photos it runs over that many, spread evenly through the folder's source order,
+and every other photo is placed among the landmarks nearest to it (a weighted mean of their
+places): t-SNE's cost grows faster than the folder, and a map of 20,000 thumbnails shows its
+clusters all the same.
+
+Between builds the map is kept, as the neighbours are (:mod:`reportgen.similar`): a photo keeps
+its place, and a new one is placed among its nearest photos. So the map a user has learnt does
+not reshuffle when ten photos are added; a build that adds more than a tenth of the folder (or
+``--full``) draws it anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .similar import BLOCK, INCREMENTAL_SHARE, CodeReader, Neighbours
+
+LANDMARKS = 2000
+"""Photos t-SNE itself places; about 6 s on one core."""
+PCA_DIMENSIONS = 50
+PLACED_FROM = 5
+"""Landmarks a photo that is not one is placed among."""
+SEED = 0
+FORMAT = 1
+
+
+def layout(
+    read: CodeReader,
+    found: Neighbours,
+    previous: tuple[Neighbours, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each photo's place on the map, (N, 2) in [0, 1], in the folder's source order.
+
+    ``previous`` is the last build's neighbours and places: photos still there keep theirs."""
+    n = len(found.sources)
+    kept = _kept(found, previous) if previous is not None else None
+    if kept is not None:
+        places, new = kept
+        if len(new) <= max(64, INCREMENTAL_SHARE * n):
+            placed = _place_new(places, new, found)
+            if placed is not None:
+                return placed
+    return _normalised(_embed(read, n))
+
+
+def _kept(
+    found: Neighbours, previous: tuple[Neighbours, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Places of the photos the last map had (NaN for the new ones), and the new ones."""
+    before, positions = previous
+    if positions is None or len(positions) != len(before.sources):
+        return None
+    where = {(s, k): i for i, (s, k) in enumerate(zip(before.sources, before.keys, strict=True))}
+    was = np.array(
+        [where.get(sk, -1) for sk in zip(found.sources, found.keys, strict=True)], dtype=np.int64
+    )
+    if not np.any(was >= 0):
+        return None
+    places = np.full((len(was), 2), np.nan)
+    places[was >= 0] = positions[was[was >= 0]]
+    return places, np.flatnonzero(was < 0)
+
+
+def _place_new(places: np.ndarray, new: np.ndarray, found: Neighbours) -> np.ndarray | None:
+    """``places`` with each new photo put among its nearest photos that have a place; None if one
+    has none (then the map is drawn anew)."""
+    out = places.copy()
+    for i in new.tolist():
+        near = [(j, d) for j, d in found.of(i) if not np.isnan(places[j, 0])]
+        if not near:
+            return None
+        out[i] = _weighted([places[j] for j, _ in near], [d for _, d in near])
+    return out
+
+
+def _weighted(points: Sequence[np.ndarray], distances: Sequence[float]) -> np.ndarray:
+    """The mean of ``points`` weighted by closeness (a point at distance 0 wins outright)."""
+    dist = np.asarray(distances, dtype=np.float64)
+    weights = 1.0 / np.maximum(dist, 1e-9) ** 2
+    return (np.asarray(points) * weights[:, None]).sum(0) / weights.sum()
+
+
+def _embed(read: CodeReader, n: int) -> np.ndarray:
+    """A fresh map: t-SNE of the landmarks, the other photos placed among them."""
+    if n == 1:
+        return np.zeros((1, 2))
+    landmarks = np.unique(np.linspace(0, n - 1, min(n, LANDMARKS)).round().astype(np.int64))
+    codes = read(landmarks.tolist()).astype(np.float32)
+    if not np.any(codes != codes[0]):  # all alike (copies, or a head that outputs nothing)
+        return np.zeros((n, 2))
+    reduced, project = _pca(codes)
+    if len(landmarks) < 8:  # too few for t-SNE's neighbourhoods: the two main directions
+        places = np.zeros((len(landmarks), 2))
+        places[:, : min(2, reduced.shape[1])] = reduced[:, :2]
+    else:
+        places = _tsne(reduced)
+    out = np.zeros((n, 2))
+    out[landmarks] = places
+    others = np.setdiff1d(np.arange(n), landmarks)
+    for start in range(0, len(others), BLOCK):
+        rows = others[start : start + BLOCK]
+        points = project(read(rows.tolist()).astype(np.float32))
+        d2 = ((points[:, None, :] - reduced[None, :, :]) ** 2).sum(-1)
+        nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
+        for r, row in enumerate(rows.tolist()):
+            chosen = nearest[r]
+            out[row] = _weighted(places[chosen], np.sqrt(d2[r, chosen]).tolist())
+    return out
+
+
+def _pca(codes: np.ndarray):  # type: ignore[no-untyped-def]
+    """The codes reduced to at most PCA_DIMENSIONS, and the projection for other codes."""
+    from sklearn.decomposition import PCA
+
+    dimensions = max(1, min(PCA_DIMENSIONS, len(codes) - 1, codes.shape[1]))
+    pca = PCA(
+        dimensions, svd_solver="randomized" if len(codes) > 200 else "full", random_state=SEED
+    )
+    reduced = pca.fit_transform(codes).astype(np.float64)
+    return reduced, lambda more: pca.transform(more).astype(np.float64)
+
+
+def _tsne(points: np.ndarray) -> np.ndarray:
+    from openTSNE import TSNE
+
+    perplexity = min(30.0, (len(points) - 1) / 3)
+    tsne = TSNE(
+        perplexity=perplexity,
+        n_iter=350,
+        negative_gradient_method="bh",
+        n_jobs=1,
+        random_state=SEED,
+        verbose=False,
+    )
+    return np.asarray(tsne.fit(points), dtype=np.float64)
+
+
+def _normalised(places: np.ndarray) -> np.ndarray:
+    """``places`` moved and scaled into [0, 1] on their longer side, centred on the other."""
+    low, high = places.min(0), places.max(0)
+    span = float((high - low).max())
+    if span <= 0:
+        return np.full_like(places, 0.5)
+    out = (places - low) / span
+    return out + (1 - (high - low) / span) / 2

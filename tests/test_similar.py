@@ -1,0 +1,267 @@
+"""What AlexNet thinks is alike: fc7 codes, nearest photos, the map, near-duplicates.
+
+Nearest photos are checked against brute-force NumPy over codes from a direct torchvision forward
+pass (classifier[:6] of torchvision's AlexNet, after its own transforms).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import AlexNet_Weights, alexnet
+
+from reportgen import similar
+
+from .conftest import SAMPLE_PHOTOS, run_cli, state_of
+
+
+def brute_force(codes: np.ndarray, k: int = similar.NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair's distance in float64; each row's k nearest others, ties by position."""
+    c = codes.astype(np.float64)
+    d = np.sqrt(((c[:, None, :] - c[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+def clustered_codes(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((8, 4096))
+    codes = centres[rng.integers(0, 8, n)] + 0.8 * rng.standard_normal((n, 4096))
+    return np.maximum(codes, 0).astype(np.float16)
+
+
+def find(codes: np.ndarray, names: list[str], keys: list[str], previous=None):
+    return similar.find(names, keys, lambda rows: codes[list(rows)], previous)
+
+
+def test_exact_search_equals_brute_force_and_copies_are_at_zero():
+    codes = clustered_codes(200)
+    codes[150] = codes[3]  # a copy
+    names = [f"p{i:03d}" for i in range(200)]
+    found = find(codes, names, names)
+    order, dist = brute_force(codes)
+    assert found.method == "exact"
+    np.testing.assert_array_equal(found.nearest, order)
+    np.testing.assert_allclose(found.distances, dist, rtol=1e-12)
+    assert found.of(3)[0] == (150, 0.0)
+    pairs = similar.near_duplicates(found)
+    assert [(d.first, d.second, d.distance) for d in pairs] == [(3, 150, 0.0)]
+
+
+def test_adding_and_removing_photos_updates_only_what_changed_and_matches_a_fresh_search():
+    codes = clustered_codes(300, seed=1)
+    names = [f"p{i:03d}" for i in range(300)]
+    before = find(codes, names, names)
+    # Remove 7 photos (some are others' neighbours), add 12, one a copy of a kept photo.
+    gone = {5, 6, 40, 41, 42, 100, 299}
+    kept = [i for i in range(300) if i not in gone]
+    extra = clustered_codes(12, seed=2)
+    extra[0] = codes[10]
+    codes2 = np.concatenate([codes[kept], extra])
+    names2 = [names[i] for i in kept] + [f"q{i:02d}" for i in range(12)]
+    after = find(codes2, names2, names2, previous=before)
+    assert after.method == "incremental"
+    order, dist = brute_force(codes2)
+    np.testing.assert_array_equal(after.nearest, order)
+    np.testing.assert_allclose(after.distances, dist, rtol=1e-12)
+    assert after.of(len(kept))[0] == (kept.index(10), 0.0)
+
+
+def test_a_changed_photo_is_searched_again():
+    codes = clustered_codes(100, seed=3)
+    names = [f"p{i:03d}" for i in range(100)]
+    before = find(codes, names, names)
+    changed = codes.copy()
+    changed[7] = clustered_codes(1, seed=9)[0]
+    keys = list(names)
+    keys[7] = "new bytes"
+    after = find(changed, names, keys, previous=before)
+    np.testing.assert_array_equal(after.nearest, brute_force(changed)[0])
+
+
+def test_the_graph_search_finds_nearly_all_exact_neighbours(monkeypatch):
+    """Past EXACT_LIMIT the faiss HNSW graph finds the candidates; distances stay exact."""
+    monkeypatch.setattr(similar, "EXACT_LIMIT", 100)
+    codes = clustered_codes(600, seed=4)
+    names = [f"p{i:03d}" for i in range(600)]
+    found = find(codes, names, names)
+    order, dist = brute_force(codes)
+    assert found.method == "faiss-hnsw"
+    recall = np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.nearest, order)])
+    assert recall >= 0.95
+    # Whatever was found is measured exactly, nearest first.
+    c = codes.astype(np.float64)
+    for i in range(0, 600, 50):
+        want = np.sqrt(((c[found.nearest[i]] - c[i]) ** 2).sum(1))
+        np.testing.assert_allclose(found.distances[i], want, rtol=1e-12)
+        assert list(found.distances[i]) == sorted(found.distances[i])
+
+
+def test_small_folders():
+    one = find(clustered_codes(1), ["a"], ["a"])
+    assert one.of(0) == []
+    three = find(clustered_codes(3), ["a", "b", "c"], ["a", "b", "c"])
+    assert [len(three.of(i)) for i in range(3)] == [2, 2, 2]
+
+
+def test_saved_neighbours_round_trip(tmp_path):
+    codes = clustered_codes(20)
+    names = [f"ü{i}" for i in range(20)]
+    found = find(codes, names, names)
+    places = np.random.default_rng(0).random((20, 2))
+    similar.save(tmp_path / "s.npz", found, places)
+    loaded, loaded_places = similar.load(tmp_path / "s.npz")
+    assert loaded.sources == found.sources and loaded.keys == found.keys
+    np.testing.assert_array_equal(loaded.nearest, found.nearest)
+    np.testing.assert_array_equal(loaded_places, places)
+    (tmp_path / "s.npz").write_bytes(b"not an npz")
+    assert similar.load(tmp_path / "s.npz") is None
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def reference_codes(weights_file: Path, paths: list[Path]) -> np.ndarray:
+    """fc7 codes by a direct torchvision pass: transforms, features, avgpool, classifier[:6]."""
+    model = alexnet(weights=None)
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    model.eval()
+    transform = AlexNet_Weights.IMAGENET1K_V1.transforms()
+    with torch.no_grad():
+        x = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+        h = torch.flatten(model.avgpool(model.features(x)), 1)
+        return model.classifier[:6](h).numpy()
+
+
+@pytest.fixture(scope="module")
+def alike_folder(tmp_path_factory) -> Path:
+    """Class folders, an exact copy, a copy saved again as JPEG 75, and one resized to half."""
+    folder = tmp_path_factory.mktemp("alike")
+    for i, photo in enumerate(SAMPLE_PHOTOS):
+        target = folder / ("tabby" if "chelsea" in photo.name else f"set{i % 2}") / photo.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(photo, target)
+    chelsea = folder / "tabby" / "chelsea.jpg"
+    (folder / "copies").mkdir()
+    shutil.copy(chelsea, folder / "copies" / "exact.jpg")
+    image = Image.open(chelsea)
+    image.save(folder / "copies" / "q75.jpg", quality=75)
+    image.resize((image.width // 2, image.height // 2)).save(folder / "copies" / "half.jpg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def alike_site(alike_folder, weights_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("alike-site") / "site"
+    code = run_cli("build", str(alike_folder), "--out", str(out), "--weights", str(weights_file),
+                   "--decode", "exact")  # fmt: skip
+    assert code == 0
+    return out
+
+
+def listed_similar(page: Path) -> list[tuple[str, float]]:
+    html = page.read_text(encoding="utf-8")
+    section = re.search(r'<section id="similar".*?</section>', html, re.S)
+    assert section, page
+    names = re.findall(r'<span class="name">(.*?)</span>', section.group(0))
+    dists = re.findall(r'distance ([0-9.e+-]+)</span>', section.group(0))
+    return [(n.replace("<wbr>", ""), float(d)) for n, d in zip(names, dists, strict=True)]
+
+
+def test_similar_photos_match_brute_force_over_direct_torchvision_codes(
+    alike_site, alike_folder, weights_file
+):
+    data = json.loads((alike_site / "predictions.json").read_text(encoding="utf-8"))
+    sources = [img["source"] for img in data["images"]]
+    codes = reference_codes(weights_file, [alike_folder / s for s in sources])
+    c = codes.astype(np.float64)
+    dist = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1))
+    for i, img in enumerate(data["images"]):
+        listed = listed_similar(alike_site / img["page"])
+        assert len(listed) == min(similar.NEIGHBOURS, len(sources) - 1)
+        for (name, shown), following in zip(listed, listed[1:] + [None]):
+            j = sources.index(name)
+            # float16 codes: distances agree to about 3 significant digits.
+            assert shown == pytest.approx(dist[i, j], rel=2e-2, abs=0.02 * dist[i].min())
+            if following is not None:
+                assert dist[i, j] <= dist[i, sources.index(following[0])] * 1.02
+        # Nothing left out is nearer than the last listed (beyond float16 rounding).
+        others = [j for j in range(len(sources)) if j != i and sources[j] not in dict(listed)]
+        if others:
+            assert min(dist[i, others]) >= dist[i, sources.index(listed[-1][0])] * 0.98
+
+
+def test_near_duplicates_on_the_summary_are_the_planted_copies(alike_site):
+    html = (alike_site / "summary.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="near-duplicates".*?</section>', html, re.S).group(0)
+    items = re.findall(r"<li>(.*?)</li>", section, re.S)
+    pairs = {
+        frozenset(n.replace("<wbr>", "") for n in re.findall(r'">([^<]*(?:<wbr>[^<]*)*)</a>', li))
+        for li in items
+    }
+    copies = ["tabby/chelsea.jpg", "copies/exact.jpg", "copies/q75.jpg", "copies/half.jpg"]
+    assert pairs == {frozenset((a, b)) for a in copies for b in copies if a < b}
+    assert "identical codes" in section
+
+
+def test_map_page_is_linked_everywhere_and_places_every_photo(alike_site):
+    for page in [alike_site / "index.html", *sorted((alike_site / "photos").glob("*.html"))]:
+        assert 'href="' in page.read_text() and re.search(
+            r'<a href="(\.\./)?map\.html">Map</a>', page.read_text(encoding="utf-8")
+        ), page
+    text = (alike_site / "map-data.js").read_text(encoding="ascii")
+    data = json.loads(text.removeprefix("reportgenMap(").removesuffix(");\n"))
+    pages = sorted(p.stem for p in (alike_site / "photos").glob("*.html"))
+    assert sorted(p[3] for p in data["points"]) == pages
+    assert all(0 <= p[0] <= data["scale"] and 0 <= p[1] <= data["scale"] for p in data["points"])
+    assert all((alike_site / "img" / f"{p[4]}{data['picture']}").is_file() for p in data["points"])
+    assert data["by"] == "true class"  # tabby/ names a class
+    html = (alike_site / "map.html").read_text(encoding="utf-8")
+    assert 'id="map"' in html and "map-data.js" in html
+
+
+def test_a_map_built_afresh_is_byte_identical(alike_folder, weights_file, alike_site, tmp_path,
+                                              monkeypatch):  # fmt: skip
+    monkeypatch.setenv("REPORTGEN_HOME", str(tmp_path / "elsewhere"))
+    out = tmp_path / "again"
+    assert run_cli("build", str(alike_folder), "--out", str(out), "--weights",
+                   str(weights_file), "--decode", "exact") == 0  # fmt: skip
+    assert (out / "map-data.js").read_bytes() == (alike_site / "map-data.js").read_bytes()
+    for page in (alike_site / "photos").glob("*.html"):
+        assert listed_similar(out / "photos" / page.name) == listed_similar(page)
+
+
+def test_adding_photos_updates_neighbours_and_map_without_rerunning_the_rest(
+    alike_folder, weights_file, tmp_path, capsys
+):
+    folder = tmp_path / "grow"
+    shutil.copytree(alike_folder, folder)
+    out = tmp_path / "site"
+    args = ["--out", str(out), "--weights", str(weights_file), "--decode", "exact"]
+    assert run_cli("build", str(folder), *args) == 0
+    before = json.loads((out / "map-data.js").read_text().removeprefix("reportgenMap(")[:-3])
+    shutil.copy(SAMPLE_PHOTOS[0], folder / "zz-new.jpg")
+    Image.open(SAMPLE_PHOTOS[1]).rotate(90).save(folder / "aa-new.jpg")
+    capsys.readouterr()
+    assert run_cli("build", str(folder), *args) == 0
+    # One is a copy of a photo already there: its results come from the cache.
+    assert "(1 computed on cpu, 9 from the cache)" in capsys.readouterr().err
+    after = json.loads((out / "map-data.js").read_text().removeprefix("reportgenMap(")[:-3])
+    old = {p[3]: p[:2] for p in before["points"]}
+    assert all(p[:2] == old[p[3]] for p in after["points"] if p[3] in old)  # nobody moved
+    assert len(after["points"]) == len(before["points"]) + 2
+    # The neighbours equal a fresh build's.
+    fresh = tmp_path / "fresh"
+    assert run_cli("build", str(folder), "--out", str(fresh), *args[2:]) == 0
+    for page in (fresh / "photos").glob("*.html"):
+        assert listed_similar(out / "photos" / page.name) == listed_similar(page)
+    saved = similar.load(state_of(out) / "similar.npz")
+    assert saved is not None and len(saved[0].sources) == len(after["points"])
