@@ -21,6 +21,7 @@ import numpy as np
 
 from . import folder_map, freshness, similar
 from .cache import ResultCache, Unusable, fingerprint
+from .classes import classes
 from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
@@ -126,6 +127,10 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             kinds = ("input", *config.layers)
             cache = ResultCache(
                 config.cache or out.state / "cache", fingerprint(weights, config), kinds
+            )
+            described = None if config.full else cache.load_model()
+            weights = dataclasses.replace(
+                weights, categories=classes(weights, config.labels, described)
             )
             now = freshness.state(config, cache.fingerprint, sources, unreadable, input_dir)
             unchanged = None if config.full else _unchanged(config, out, now, sources, cache)

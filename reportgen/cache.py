@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, serial
+from .classes import labels_digest
 from .config import Config
 from .files import write_atomic
 from .records import ModelEntry, PhotoRecord
@@ -56,6 +57,8 @@ def fingerprint(weights: WeightsSpec, config: Config) -> str:
         "layers": list(config.layers),
         "normalize": config.normalize,
         "decode": config.decode,
+        # The class names are stored in each record.
+        "labels": labels_digest(config.labels),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -70,6 +70,15 @@ class Config:
         flag="--weights",
         metavar="WEIGHTS",
     )
+    labels: Path | None = _option(
+        None,
+        "class names for the weights' head, UTF-8, one a line in output order: needed for a "
+        "fine-tuned AlexNet whose last layer has K != 1000 outputs (K lines); with ImageNet's "
+        "1000, names in another language, each shown beside its English name",
+        flag="--labels",
+        metavar="FILE",
+        default_text="ImageNet's classes",
+    )
     device: str = _option(
         "auto", "where the model runs: auto (GPU when present), cpu, cuda or mps", flag="--device"
     )
@@ -191,6 +200,15 @@ def _path(value: Any) -> Path:
     return Path(os.path.expanduser(value))
 
 
+def _optional_file(value: Any) -> Path | None:
+    if value is None:
+        return None
+    path = _path(value)
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a file")
+    return path
+
+
 def _optional_path(value: Any) -> Path | None:
     return None if value is None else _path(value)
 
@@ -284,6 +302,7 @@ PARSERS: dict[str, Parser] = {
     "input_dir": _optional_path,
     "out_dir": _path,
     "weights": _weights,
+    "labels": _optional_file,
     "device": _choice(DEVICES),
     "batch_size": _optional_int(1),
     "workers": _optional_int(0),

@@ -31,6 +31,9 @@ class WeightsSpec:
     path: Path | None
     sha256: str | None
     warnings: tuple[str, ...] = ()
+    categories: tuple[str, ...] | None = None
+    """The names of the head's classes (from --labels); None for ImageNet's, as torchvision
+    names them."""
 
     @property
     def untrained(self) -> bool:

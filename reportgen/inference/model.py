@@ -73,7 +73,7 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
     return LoadedModel(
         model=model,
         transforms=preprocessing(),
-        categories=tuple(_weights_enum().meta["categories"]),
+        categories=weights.categories or tuple(_weights_enum().meta["categories"]),
         weights=weights,
     )
 
@@ -81,26 +81,46 @@ def load_model(weights: WeightsSpec) -> LoadedModel:
 def model_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
     """AlexNet, in eval mode, holding a ``state_dict`` that fits it (checked by
     :func:`_load_state_dict_file`; the Ray engine's workers get the driver's model this way)."""
-    model = _empty_alexnet()
+    model = _empty_alexnet(_classes_of(state))
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
-def _empty_alexnet() -> nn.Module:
-    """AlexNet on the meta device: its shapes, without randomly initialising 61M weights about to
-    be replaced."""
+def _empty_alexnet(num_classes: int = 1000) -> nn.Module:
+    """AlexNet with a head of ``num_classes`` on the meta device: its shapes, without randomly
+    initialising 61M weights about to be replaced."""
     with torch.device("meta"):
-        return _alexnet_builder()(weights=None)
+        return _alexnet_builder()(weights=None, num_classes=num_classes)
+
+
+_HEAD_WEIGHT = "classifier.6.weight"
+
+
+def _classes_of(state: dict[str, torch.Tensor]) -> int:
+    """The outputs of a state_dict's last layer (a fine-tuned head may have any number); 1000
+    when it has none (the shape check then says what is missing)."""
+    head = state.get(_HEAD_WEIGHT)
+    return int(head.shape[0]) if head is not None and head.dim() == 2 else 1000
+
+
+def read_head_size(path: Path) -> int:
+    """How many classes the AlexNet state_dict in ``path`` has (mapped, not read whole).
+
+    Raises:
+        WeightsError: the file is not a state_dict that torch.load can read safely.
+    """
+    return _classes_of(_state_dict(_read_checkpoint(path, mmap=True), path))
 
 
 def _load_state_dict_file(path: Path) -> nn.Module:
-    """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly).
+    """Load an AlexNet ``state_dict`` saved with ``torch.save`` (safely, strictly); its last layer
+    may have any number of classes.
 
     Raises:
         WeightsError: one line saying what the file is instead, and what to give.
     """
     state = _state_dict(_read_checkpoint(path), path)
-    _check_fits(state, _empty_alexnet().state_dict(), path)
+    _check_fits(state, _empty_alexnet(_classes_of(state)).state_dict(), path)
     return model_from_state(state)
 
 
@@ -108,9 +128,16 @@ _SAVE_HINT = "save one with torch.save(model.state_dict(), PATH) and pass that f
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _read_checkpoint(path: Path) -> Any:
-    """What ``torch.load`` finds in the file, loaded without running any code from it."""
+def _read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
+    """What ``torch.load`` finds in the file, loaded without running any code from it (``mmap``:
+    mapped, for a look at its shapes; a legacy, non-zip file is read whole)."""
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; each is diagnosed here
         text = _ANSI.sub("", str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ def summarize_folder(photos: Sequence[PhotoRecord]) -> FolderSummary:
 # --- ground truth --------------------------------------------------------------------------
 
 LABELS_FILE = "labels.csv"
+_TRANSLATED = re.compile(r"(.+) \((.+)\)")
 
 
 def _norm(name: str) -> str:
@@ -156,13 +158,21 @@ def _norm(name: str) -> str:
 def ground_truth(
     input_dir: Path, sources: Sequence[str], categories: Sequence[str]
 ) -> tuple[dict[str, str], list[str]]:
-    """Each photo's true ImageNet class, where the folder says, and problems found on the way.
+    """Each photo's true class, where the folder says, and problems found on the way.
 
     ``labels.csv`` in the input folder (columns ``source,label``) wins; otherwise a photo under a
     top-level folder named after a class (``tabby/``, ``golden_retriever/``, any case) has that
-    class. Names that are not ImageNet classes are reported, not guessed.
+    class. Names that are not the model's classes are reported, not guessed. A class shown as
+    "name (English name)" (ImageNet's, named in another language by --labels) answers to either.
     """
     by_name = {_norm(c): c for c in categories}
+    for c in categories:
+        both = _TRANSLATED.fullmatch(c)
+        for name in both.groups() if both else ():
+            by_name.setdefault(_norm(name), c)
+    translated = any(_TRANSLATED.fullmatch(c) for c in categories)
+    imagenet = len(categories) == 1000 and not translated
+    kind = "an ImageNet class" if imagenet else "one of the model's classes"
     truth: dict[str, str] = {}
     problems: list[str] = []
     labels = input_dir / LABELS_FILE
@@ -178,7 +188,7 @@ def ground_truth(
             if source not in known:
                 problems.append(f"{LABELS_FILE} line {line}: no photo {source!r}")
             elif _norm(label) not in by_name:
-                problems.append(f"{LABELS_FILE} line {line}: {label!r} is not an ImageNet class")
+                problems.append(f"{LABELS_FILE} line {line}: {label!r} is not {kind}")
             else:
                 truth[source] = by_name[_norm(label)]
         return truth, problems
