@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cache import float32
 from .similar import BLOCK, INCREMENTAL_SHARE, CodeReader, Neighbours
 
 LANDMARKS = 2000
@@ -91,7 +92,7 @@ def _embed(read: CodeReader, n: int) -> np.ndarray:
     if n == 1:
         return np.zeros((1, 2))
     landmarks = np.unique(np.linspace(0, n - 1, min(n, LANDMARKS)).round().astype(np.int64))
-    codes = read(landmarks.tolist()).astype(np.float32)
+    codes = float32(read(landmarks.tolist()))
     if not np.any(codes != codes[0]):  # all alike (copies, or a head that outputs nothing)
         return np.zeros((n, 2))
     reduced, project = _pca(codes)
@@ -103,14 +104,15 @@ def _embed(read: CodeReader, n: int) -> np.ndarray:
     out = np.zeros((n, 2))
     out[landmarks] = places
     others = np.setdiff1d(np.arange(n), landmarks)
+    squares = np.einsum("ij,ij->i", reduced, reduced)
     for start in range(0, len(others), BLOCK):
         rows = others[start : start + BLOCK]
-        points = project(read(rows.tolist()).astype(np.float32))
-        d2 = ((points[:, None, :] - reduced[None, :, :]) ** 2).sum(-1)
+        points = project(float32(read(rows.tolist())))
+        d2 = np.einsum("ij,ij->i", points, points)[:, None] + squares - 2 * (points @ reduced.T)
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
-        for r, row in enumerate(rows.tolist()):
-            chosen = nearest[r]
-            out[row] = _weighted(places[chosen], np.sqrt(d2[r, chosen]).tolist())
+        dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest, axis=1), 0))
+        weights = 1.0 / np.maximum(dist, 1e-9) ** 2
+        out[rows] = np.einsum("ij,ijk->ik", weights, places[nearest]) / weights.sum(1)[:, None]
     return out
 
 

@@ -15,8 +15,9 @@ How they are found:
   costs 10 rows, not 20,000.
 
 Candidates are found through ``|a|² + |b|² - 2 a·b``, which loses the small distances to rounding;
-every distance kept is then computed again directly, from ``a - b`` in float64, so that a copy of a
-photo is at 0 and the order of near ties does not depend on how the candidates were found.
+every distance kept is then computed again directly, from ``a - b`` (float32 differences of the
+float16 codes, squares summed in float64), so that a copy of a photo is at 0 and the order of near
+ties does not depend on how the candidates were found.
 
 The result is kept in the site's state (:func:`save` and :func:`load`) as one ``.npz``.
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import float32
+
 log = logging.getLogger("reportgen")
 
 NEIGHBOURS = 6
@@ -42,6 +45,8 @@ CANDIDATES = NEIGHBOURS + 6
 """Candidates per photo taken from the fast distances, then measured exactly."""
 BLOCK = 1024
 """Rows of the distance matrix computed at once (BLOCK x N float32)."""
+REFINE_BLOCK = 64
+"""Rows whose candidates are measured exactly at once (64 x CANDIDATES x 4096 float32: 12 MB)."""
 INCREMENTAL_SHARE = 0.1
 """A build that adds or must search again more than this share of the folder searches it all."""
 DUPLICATE_DISTANCE = 0.08
@@ -50,7 +55,8 @@ codes' mean length (see :func:`near_duplicates` for how it was chosen)."""
 FORMAT = 1
 
 CodeReader = Callable[[Sequence[int]], np.ndarray]
-"""Reads the codes of the photos at some positions, (n, 4096) float16."""
+"""Reads the codes of the photos at some positions, (n, 4096): float32 (as the cache gives them),
+or float16 (widened here)."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +89,14 @@ def find(
 ) -> Neighbours:
     """Every photo's nearest photos, updating ``previous`` (the last build's) where it can."""
     n = len(sources)
-    codes = read(range(n))
+    codes = float32(read(range(n)))
     norms = np.sqrt(_squares(codes).astype(np.float64))
     k = min(NEIGHBOURS, max(0, n - 1))
     plan = _changes(previous, sources, keys) if previous is not None else None
     if plan is not None:
-        kept, redo, added = plan
+        kept, far, redo, added = plan
         if len(redo) <= max(64, INCREMENTAL_SHARE * n):
-            nearest, distances = _update(codes, kept, redo, added, k)
+            nearest, distances = _update(codes, kept, far, redo, added, k)
             return Neighbours(tuple(sources), tuple(keys), nearest, distances, norms, "incremental")
     if n <= EXACT_LIMIT:
         candidates, method = _exact_candidates(codes, np.arange(n), min(CANDIDATES, n - 1)), "exact"
@@ -101,12 +107,8 @@ def find(
 
 
 def _squares(codes: np.ndarray) -> np.ndarray:
-    """Each row's squared length, float32, a block at a time (no float32 copy of the whole)."""
-    out = np.empty(len(codes), dtype=np.float32)
-    for start in range(0, len(codes), BLOCK):
-        block = codes[start : start + BLOCK].astype(np.float32)
-        out[start : start + BLOCK] = np.einsum("ij,ij->i", block, block)
-    return out
+    """Each row's squared length, float32."""
+    return np.einsum("ij,ij->i", codes, codes)
 
 
 def _exact_candidates(codes: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
@@ -119,10 +121,10 @@ def _exact_candidates(codes: np.ndarray, rows: np.ndarray, count: int) -> np.nda
     squares = _squares(codes)
     for start in range(0, len(rows), BLOCK):
         chosen = rows[start : start + BLOCK]
-        block = codes[chosen].astype(np.float32)
+        block = codes[chosen]
         dist = np.empty((len(chosen), n), dtype=np.float32)
         for c in range(0, n, BLOCK):
-            column = codes[c : c + BLOCK].astype(np.float32)
+            column = codes[c : c + BLOCK]
             np.matmul(block, column.T, out=dist[:, c : c + len(column)])
         dist *= -2.0
         dist += squares
@@ -139,14 +141,13 @@ def _hnsw_candidates(codes: np.ndarray, count: int) -> np.ndarray:
     faiss.omp_set_num_threads(_cores())
     index = faiss.IndexHNSWSQ(codes.shape[1], faiss.ScalarQuantizer.QT_fp16, 16)
     index.hnsw.efConstruction = 64
-    index.train(codes[:BLOCK].astype(np.float32))
+    index.train(codes[:BLOCK])
     for start in range(0, len(codes), BLOCK):
-        index.add(codes[start : start + BLOCK].astype(np.float32))
+        index.add(codes[start : start + BLOCK])
     index.hnsw.efSearch = 64
     out = np.empty((len(codes), count), dtype=np.int64)
     for start in range(0, len(codes), BLOCK):
-        block = codes[start : start + BLOCK].astype(np.float32)
-        _, found = index.search(block, count + 1)
+        _, found = index.search(codes[start : start + BLOCK], count + 1)
         for i, row in enumerate(found):
             others = [j for j in row.tolist() if j != start + i and j >= 0][:count]
             out[start + i] = others + [-1] * (count - len(others))
@@ -161,34 +162,45 @@ def _refine(
     codes: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of each row's candidates by the exact distance, nearest first (ties by
-    position, so by source)."""
+    position, so by source); -1 candidates, repeats and the row itself are left out."""
     nearest = np.full((len(rows), NEIGHBOURS), -1, dtype=np.int32)
     distances = np.full((len(rows), NEIGHBOURS), np.inf)
-    for i, (row, found) in enumerate(zip(rows.tolist(), candidates, strict=True)):
-        found = np.unique(found[found >= 0])
-        found = found[found != row]
-        if not len(found):
-            continue
-        dist = exact_distances(codes, row, found)
-        order = np.lexsort((found, dist))[:k]
-        nearest[i, : len(order)] = found[order]
-        distances[i, : len(order)] = dist[order]
+    if not len(rows) or not candidates.shape[1]:
+        return nearest, distances
+    found = np.sort(candidates, axis=1)
+    bad = (found < 0) | (found == rows[:, None])
+    bad[:, 1:] |= found[:, 1:] == found[:, :-1]
+    # Buffers reused block after block: a fresh array of this size costs more in page faults
+    # than the arithmetic done in it.
+    width = found.shape[1]
+    gathered = np.empty((REFINE_BLOCK, width, codes.shape[1]), dtype=np.float32)
+    diff = np.empty(gathered.shape, dtype=np.float32)
+    for start in range(0, len(rows), REFINE_BLOCK):
+        chosen, skip = found[start : start + REFINE_BLOCK], bad[start : start + REFINE_BLOCK]
+        m = len(chosen)
+        np.take(codes, np.where(skip, 0, chosen), axis=0, out=gathered[:m])
+        row_codes = codes[rows[start : start + m]][:, None, :]
+        np.subtract(gathered[:m], row_codes, out=diff[:m])
+        np.square(diff[:m], out=diff[:m])
+        dist = np.sqrt(diff[:m].sum(axis=2, dtype=np.float64))
+        dist[skip] = np.inf
+        # Nearest first; ties by position (the candidates are sorted, and the sort is stable).
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        picked = np.take_along_axis(chosen, order, axis=1)
+        measured = np.take_along_axis(dist, order, axis=1)
+        real = np.isfinite(measured)
+        nearest[start : start + m, : order.shape[1]] = np.where(real, picked, -1)
+        distances[start : start + m, : order.shape[1]] = measured
     return nearest, distances
-
-
-def exact_distances(codes: np.ndarray, row: int, others: np.ndarray) -> np.ndarray:
-    """Euclidean distances from the code at ``row`` to those at ``others``, from the difference
-    itself, in float64."""
-    diff = codes[others].astype(np.float64) - codes[row].astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 def _changes(
     previous: Neighbours, sources: Sequence[str], keys: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """How the folder changed since ``previous``: each photo's place in it (-1 for a photo that is
-    new, or whose bytes changed), the photos to search again in full (those, and those whose
-    list named a photo that is gone), and the new ones. None when nothing can be reused."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """How the folder changed since ``previous``: each photo's list as it was, in new positions
+    (-1 for a photo gone), and its distances; the photos to search again in full (new
+    ones, changed ones, and those whose list named a photo that is gone); and the new ones. None
+    when nothing can be reused."""
     if previous.nearest.shape[1:] != (NEIGHBOURS,) or not len(previous.sources):
         return None
     before = {
@@ -205,53 +217,61 @@ def _changes(
     redo = np.union1d(added, now[redo_old[now[redo_old] >= 0]])
     kept = np.full((len(sources), NEIGHBOURS), -1, dtype=np.int64)
     kept[was >= 0] = moved[was[was >= 0]]
-    return kept, redo, added
+    far = np.full((len(sources), NEIGHBOURS), np.inf)
+    far[was >= 0] = previous.distances[was[was >= 0]]
+    return kept, far, redo, added
 
 
 def _update(
-    codes: np.ndarray, kept: np.ndarray, redo: np.ndarray, added: np.ndarray, k: int
+    codes: np.ndarray,
+    kept: np.ndarray,
+    far: np.ndarray,
+    redo: np.ndarray,
+    added: np.ndarray,
+    k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The lists after a small change: rows in ``redo`` searched in full, the others keep their
-    lists and take in any added photo that is nearer than their last."""
+    """The lists after a small change: rows in ``redo`` searched in full; the others keep their
+    lists and distances (``kept``, ``far``), unless an added photo may be nearer than their last:
+    those are measured again among their old list and the added photos."""
     n = len(codes)
     nearest = np.full((n, NEIGHBOURS), -1, dtype=np.int32)
     distances = np.full((n, NEIGHBOURS), np.inf)
+    rest = np.setdiff1d(np.arange(n), redo)
+    nearest[rest], distances[rest] = kept[rest], far[rest]
     if len(redo):
         candidates = _exact_candidates(codes, redo, min(CANDIDATES, n - 1))
         nearest[redo], distances[redo] = _refine(codes, redo, candidates, k)
-    rest = np.setdiff1d(np.arange(n), redo)
-    if len(rest):
-        # Added photos enter a list if they are near enough: the fast distances from each added
-        # photo to every photo, with a margin for their rounding, choose which to measure.
-        near_added = _near_added(codes, added, rest, kept)
-        candidates = np.concatenate([kept[rest], near_added], axis=1)
-        nearest[rest], distances[rest] = _refine(codes, rest, candidates, k)
+    if len(rest) and len(added):
+        touched, near = _near_added(codes, added, rest, far[rest, -1])
+        if len(touched):
+            candidates = np.concatenate([kept[touched], near], axis=1)
+            nearest[touched], distances[touched] = _refine(codes, touched, candidates, k)
     return nearest, distances
 
 
 def _near_added(
-    codes: np.ndarray, added: np.ndarray, rest: np.ndarray, kept: np.ndarray
-) -> np.ndarray:
-    """For each of ``rest``, the added photos that may be nearer than its last kept neighbour
-    (-1 elsewhere)."""
-    out = np.full((len(rest), max(len(added), 1)), -1, dtype=np.int64)
-    if not len(added):
-        return out
-    new = codes[added].astype(np.float64)
-    for start in range(0, len(rest), BLOCK):
-        rows = rest[start : start + BLOCK]
-        block = codes[rows].astype(np.float64)
-        d2 = (block * block).sum(1)[:, None] + (new * new).sum(1)[None] - 2 * block @ new.T
-        last = kept[rows, -1]
-        far = np.where(last >= 0, 0.0, np.inf)
-        has = last >= 0
-        if has.any():
-            diff = codes[last[has]].astype(np.float64) - block[has]
-            far[has] = np.einsum("ij,ij->i", diff, diff)
-        slack = 1e-6 * ((block * block).sum(1) + 1.0)
-        near = d2 <= (far + slack)[:, None] + 1e-3 * np.abs(far)[:, None]
-        out[start : start + len(rows)] = np.where(near, added[None, :], -1)
-    return out
+    codes: np.ndarray, added: np.ndarray, rows: np.ndarray, far: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that an added photo may be nearer to than their last neighbour (at ``far``),
+    and for each the added photos that may be (-1 elsewhere).
+
+    The fast float32 distance is off by at most a few float32 roundings of |a|² + |b|²; the margin
+    allows a hundred times that, and whatever passes is measured exactly."""
+    new = codes[added]
+    new_squares = np.einsum("ij,ij->i", new, new)
+    touched, near = [], []
+    for start in range(0, len(rows), BLOCK):
+        block_rows = rows[start : start + BLOCK]
+        block = codes[block_rows]
+        squares = np.einsum("ij,ij->i", block, block)
+        d2 = squares[:, None] + new_squares[None, :] - 2 * (block @ new.T)
+        margin = 1e-5 * (squares[:, None] + new_squares[None, :])
+        limit = far[start : start + BLOCK, None] ** 2
+        hit = d2 <= limit + margin
+        some = np.flatnonzero(hit.any(axis=1))
+        touched.append(block_rows[some])
+        near.append(np.where(hit[some], added[None, :], -1))
+    return np.concatenate(touched), np.concatenate(near)
 
 
 # --- near-duplicates -------------------------------------------------------------------------
