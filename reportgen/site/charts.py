@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import warnings
 from collections.abc import Sequence
 
 from ..records import PhotoRecord
-from .folder import FolderSummary, margin
+from .folder import TRANSLATED, FolderSummary, margin
+
+log = logging.getLogger("reportgen")
 
 CHART_NAMES = ("classes", "confidence", "margin")
 TOP_CLASSES = 15
@@ -39,10 +43,18 @@ def draw(photos: Sequence[PhotoRecord], summary: FolderSummary) -> dict[str, byt
     classes = summary.class_counts[:TOP_CLASSES][::-1]
     fig = Figure(figsize=(6, 0.3 * len(classes) + 1.2), dpi=100)
     ax = fig.subplots()
-    ax.barh([label for label, _ in classes], [count for _, count in classes], color="#2f6fe4")
+    labels = _drawable([label for label, _ in classes])
+    ax.barh(labels, [count for _, count in classes], color="#2f6fe4")
     ax.set_xlabel("photos predicted as this class (top-1)")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    charts["classes"] = _png(fig)
+    with warnings.catch_warnings(record=True) as missing:
+        warnings.filterwarnings("always", message="Glyph .* missing from font")
+        charts["classes"] = _png(fig)
+    if missing:
+        log.warning(
+            "the summary's classes chart has no font here for some characters of the class "
+            "names (drawn as boxes); the list below the chart shows them"
+        )
     for name, values, label in (
         ("confidence", [p.top5[0].probability for p in photos], "top-1 probability"),
         ("margin", [margin(p) for p in photos], "top-1 minus top-2 probability"),
@@ -54,6 +66,23 @@ def draw(photos: Sequence[PhotoRecord], summary: FolderSummary) -> dict[str, byt
         ax.set_ylabel("photos")
         charts[name] = _png(fig)
     return charts
+
+
+def _drawable(labels: list[str]) -> list[str]:
+    """Each label as the chart can draw it: a class named "name (English name)" (--labels in
+    another language) by its English name when the chart's font lacks the name's characters."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    font = get_font(findfont(FontProperties()))
+
+    def drawable(text: str) -> bool:
+        return all(font.get_char_index(ord(c)) for c in text if not c.isspace())
+
+    out = []
+    for label in labels:
+        both = TRANSLATED.fullmatch(label)
+        out.append(both.group(2) if both and not drawable(label) else label)
+    return out
 
 
 def _png(fig) -> bytes:

@@ -148,7 +148,8 @@ def summarize_folder(photos: Sequence[PhotoRecord]) -> FolderSummary:
 # --- ground truth --------------------------------------------------------------------------
 
 LABELS_FILE = "labels.csv"
-_TRANSLATED = re.compile(r"(.+) \((.+)\)")
+TRANSLATED = re.compile(r"(.+) \((.+)\)")
+"""A class named in another language by --labels: "name (English name)"."""
 
 
 def _norm(name: str) -> str:
@@ -167,10 +168,10 @@ def ground_truth(
     """
     by_name = {_norm(c): c for c in categories}
     for c in categories:
-        both = _TRANSLATED.fullmatch(c)
+        both = TRANSLATED.fullmatch(c)
         for name in both.groups() if both else ():
             by_name.setdefault(_norm(name), c)
-    translated = any(_TRANSLATED.fullmatch(c) for c in categories)
+    translated = any(TRANSLATED.fullmatch(c) for c in categories)
     imagenet = len(categories) == 1000 and not translated
     kind = "an ImageNet class" if imagenet else "one of the model's classes"
     truth: dict[str, str] = {}
