@@ -141,7 +141,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
-            analysed = alike(gathered, analysed, out.state / SIMILAR, clock)
+            analysed = alike(gathered, analysed, out.state / SIMILAR, clock, anew=config.full)
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
             _remember(out, now, gathered, analysed)
     except OSError as exc:
@@ -360,9 +360,12 @@ def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
     return Analysed(photos, summary, charts, tuple(problems))
 
 
-def alike(gathered: Gathered, analysed: Analysed, saved: Path, clock: _Stopwatch) -> Analysed:
+def alike(
+    gathered: Gathered, analysed: Analysed, saved: Path, clock: _Stopwatch, *, anew: bool = False
+) -> Analysed:
     """Each photo's nearest photos and its place on the map, from their fc7 codes: updated from
-    what the last build found (kept at ``saved``) where the folder changed little."""
+    what the last build found (kept at ``saved``) where the folder changed little, unless
+    ``anew`` (--full)."""
     photos = analysed.photos
     keys = [p.key for p in photos]
     sources = [p.source for p in photos]
@@ -370,7 +373,7 @@ def alike(gathered: Gathered, analysed: Analysed, saved: Path, clock: _Stopwatch
     def read(positions: Sequence[int]) -> np.ndarray:
         return gathered.cache.codes([keys[i] for i in positions])
 
-    previous = similar.load(saved)
+    previous = None if anew else similar.load(saved)
     found = similar.find(sources, keys, read, previous[0] if previous else None)
     clock.lap("similar")
     places = folder_map.layout(read, found, previous)
