@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import REPO, SAMPLE_PHOTOS, run_cli
@@ -186,6 +187,7 @@ def pages_to_check(site: Path) -> dict[str, str]:
         "kernels": "kernels.html",
         "model": "model.html",
         "summary": "summary.html",
+        "map": "map.html",
     }
 
 
@@ -401,9 +403,10 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
         kernel_shape=(64, 3, 11, 11), conv1_output_shape=(64, 55, 55), input_shape=(3, 224, 224),
     )  # fmt: skip
     charts = {name: f"img/summary-{name}.png" for name in ("classes", "confidence", "margin")}
+    places = np.random.default_rng(0).random((len(photos), 2))
     site = SiteContent(photos=photos, skipped=(), model=model, per_page=120,
                        summary=summarize_folder(photos), charts=charts,
-                       chart_sizes={name: (1, 1) for name in charts})  # fmt: skip
+                       chart_sizes={name: (1, 1) for name in charts}, places=places)  # fmt: skip
     root = tmp_path_factory.mktemp("big") / SUB_PATH.strip("/")
 
     class Folder:
@@ -482,6 +485,79 @@ def test_index_and_filter_stay_light_at_5000_photos(browser, big_site):
         assert page.locator("nav.pager span[aria-current]").first.inner_text() == "37"
     finally:
         context.close()
+
+
+def test_the_map_loads_light_at_5000_photos_and_draws_no_thumbnail_until_zoomed(browser, big_site):
+    """At most 2 MB at 20,000 photos: a quarter of that here. Zoomed in, thumbnails come."""
+    base, photos = big_site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(base + "map.html", wait_until="networkidle")
+        loaded = page.evaluate(FETCHED)
+        assert not [url for url, _ in loaded if url.endswith(".jpg")]
+        weight = sum(size for _, size in loaded)
+        assert weight <= 2 * 1024 * 1024 * len(photos) / 20000, loaded
+        status = page.inner_text("#map-status")
+        assert status == f"{len(photos)} of {len(photos)} photos in view; zoom in to see them"
+        for _ in range(14):
+            page.mouse.move(640, 600)
+            page.mouse.wheel(0, -100)
+        page.wait_for_function("() => !/zoom in/.test(document.getElementById('map-status')"
+                               ".textContent)")  # fmt: skip
+        page.wait_for_function(
+            "() => performance.getEntriesByType('resource').some(e => e.name.endsWith('.jpg'))"
+        )
+    finally:
+        context.close()
+
+
+MAP_POINT = """(i) => {
+  const canvas = document.getElementById('map'), r = canvas.getBoundingClientRect();
+  const data = window.mapData, p = data.points[i];
+  const fit = Math.min(r.width, r.height) / data.scale * 0.95;
+  return [r.left + (p[0] - data.scale / 2) * fit + r.width / 2,
+          r.top + (p[1] - data.scale / 2) * fit + r.height / 2, p[3], p[4]];
+}"""
+
+
+def test_the_map_zooms_to_a_photo_shows_it_and_opens_its_page(browser, base_url, site):
+    visit = Visit(browser, base_url + "map.html")
+    try:
+        page = visit.page
+        count = len(json.loads((site / "predictions.json").read_text())["images"])
+        assert page.inner_text("#map-status") == f"{count} of {count} photos in view"
+        # The map's data, as the page got it (map-data.js calls reportgenMap with it).
+        text = (site / "map-data.js").read_text(encoding="ascii")
+        page.evaluate(f"() => {{ window.mapData = {text.removeprefix('reportgenMap(')[:-3]}; }}")
+        points = json.loads(text.removeprefix("reportgenMap(")[:-3])["points"]
+        alone = next(  # a photo no copy shares its place with
+            i for i, p in enumerate(points)
+            if all(abs(p[0] - q[0]) + abs(p[1] - q[1]) > 500 for q in points if q is not p)
+        )  # fmt: skip
+        x, y, stem, key = page.evaluate(MAP_POINT, alone)
+        for _ in range(8):  # zoomed about the pointer, the photo stays under it
+            page.mouse.move(x, y)
+            page.mouse.wheel(0, -100)
+            page.wait_for_timeout(50)
+        page.wait_for_function(
+            "(key) => performance.getEntriesByType('resource').some(e => e.name.includes(key))",
+            arg=key,
+        )
+        page.wait_for_load_state("networkidle")  # a navigation would abort pictures on the way
+        with page.expect_navigation():
+            page.mouse.click(x, y)
+        assert page.url == base_url + f"photos/{stem}.html"
+        page.wait_for_load_state("networkidle")
+        page.go_back(wait_until="networkidle")
+        page.focus("#map")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")  # the photo nearest the centre
+        assert "/photos/" in page.url
+        # Loads cut short by the test's own navigations are no fault of the site.
+        assert [p for p in visit.problems if "ERR_ABORTED" not in p] == []
+    finally:
+        visit.close()
 
 
 def test_nu_html_checker_finds_no_errors(site):

@@ -1,13 +1,12 @@
-// The folder's map (map.html): every photo as a dot at its place, coloured by class; zoomed in
-// far enough, the photos themselves, loaded only for what is in view. Drag or use the arrow keys
+// The folder's map (map.html): every photo as a dot at its place, coloured by class; where few
+// enough are in view (zoomed in, or a small folder), the photos themselves, loaded only then. Drag or use the arrow keys
 // to move, the wheel, the buttons or +/- to zoom; a click (or Enter, for the photo nearest the
 // centre) opens a photo's page. map-data.js hands the data to reportgenMap().
 (function () {
   "use strict";
   var PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
                  "#b07aa1", "#ff9da7", "#9c755f", "#2f4b7c", "#d45087", "#8a8f98"];
-  var THUMBS_FROM = 4;      // zoom (against the whole map) from which photos replace dots
-  var MOST_THUMBS = 300;    // and at most this many in view
+  var MOST_THUMBS = 300;    // photos replace dots when at most this many are in view
   var CACHED = 600;         // pictures kept loaded
 
   window.reportgenMap = function (data) {
@@ -67,8 +66,11 @@
       ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
       ctx.clearRect(0, 0, width, height);
       var shown = inView();
-      var thumbs = view.zoom >= THUMBS_FROM && shown.length <= MOST_THUMBS;
-      var size = thumbs ? Math.min(96, 6 * view.zoom) : Math.min(8, 2 + view.zoom);
+      // Photos instead of dots once few enough are in view (at once, for a small folder); each
+      // as large as the room they share allows.
+      var thumbs = shown.length <= MOST_THUMBS;
+      var room = Math.sqrt(width * height / Math.max(1, shown.length));
+      var size = thumbs ? Math.max(24, Math.min(96, 0.6 * room)) : Math.max(3, Math.min(10, 0.15 * room));
       for (var n = 0; n < shown.length; n++) {
         var p = points[shown[n]], q = toScreen(p);
         ctx.fillStyle = colour(p[2]);
@@ -81,7 +83,7 @@
         }
       }
       status.textContent = shown.length + " of " + points.length + " photos in view" +
-        (view.zoom >= THUMBS_FROM && !thumbs ? "; zoom in further to see them" : "");
+        (thumbs ? "" : "; zoom in to see them");
     }
     function nearest(x, y, within) {
       var best = -1, bestD = within * within;
