@@ -308,15 +308,20 @@ def large_photos(args: argparse.Namespace, work: Path) -> None:
         )
 
 
+def page_weight(site: Path, name: str) -> int:
+    """Bytes a page loads before any picture: itself, its stylesheets and its scripts."""
+    import re
+
+    html = (site / name).read_text(encoding="utf-8")
+    linked = re.findall(r'<(?:link[^>]*rel="stylesheet"[^>]*href|script[^>]*src)="([^"]+)"', html)
+    return len(html.encode()) + sum((site / url).stat().st_size for url in linked)
+
+
 def load_weight(site: Path) -> tuple[int, int]:
     """Bytes the index page loads before its lazy thumbnails (the page, its stylesheets and
     scripts), and the most that typing in the label filter then fetches (the shard list and the
     largest shard)."""
-    import re
-
-    html = (site / "index.html").read_text(encoding="utf-8")
-    linked = re.findall(r'<(?:link[^>]*rel="stylesheet"[^>]*href|script[^>]*src)="([^"]+)"', html)
-    page = len(html.encode()) + sum((site / url).stat().st_size for url in linked)
+    page = page_weight(site, "index.html")
     shards = [p.stat().st_size for p in (site / "search").glob("*.js") if p.name != "keys.js"]
     return page, (site / "search" / "keys.js").stat().st_size + max(shards)
 
@@ -394,7 +399,9 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     print(
         f"(e) site: {size / 1e6:.0f} MB, {size / n / 1024:.1f} KB per photo (target <= 70);"
         f" the index page loads {page / 1024:.0f} KB before thumbnails, the filter at most"
-        f" {typing / 1024:.0f} KB more (targets <= 300 each)"
+        f" {typing / 1024:.0f} KB more (targets <= 300 each); map.html loads"
+        f" {page_weight(work / f'site-{n}', 'map.html') / 1e6:.2f} MB before thumbnails"
+        " (target <= 2 MB at 20,000)"
     )
 
 

@@ -168,11 +168,15 @@ def test_a_rebuild_renders_only_the_pages_whose_content_changed(tmp_path, render
     # The new page, its neighbour's (a new next link), the index page it lands on, and the pages
     # whose nearest photos changed.
     alike = {p.page for p in result.photos if lists.get(p.source) != nearest_lists(out)[p.source]}
-    assert set(rendered) & ({p.page for p in result.photos} | {"index-3.html"}) == {
-        new.page,
-        before.page,
-        "index-3.html",
-    } | alike
+    assert (
+        set(rendered) & ({p.page for p in result.photos} | {"index-3.html"})
+        == {
+            new.page,
+            before.page,
+            "index-3.html",
+        }
+        | alike
+    )
 
     rendered.clear()
     (out / before.page).write_text("edited by hand")  # a page not as the last build left it
