@@ -19,8 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cache import float32
-from .similar import BLOCK, INCREMENTAL_SHARE, CodeReader, Neighbours
+from .similar import BLOCK, INCREMENTAL_SHARE, CodeReader, Neighbours, widen
 
 LANDMARKS = 2000
 """Photos t-SNE itself places; about 6 s on one core."""
@@ -92,7 +91,7 @@ def _embed(read: CodeReader, n: int) -> np.ndarray:
     if n == 1:
         return np.zeros((1, 2))
     landmarks = np.unique(np.linspace(0, n - 1, min(n, LANDMARKS)).round().astype(np.int64))
-    codes = float32(read(landmarks.tolist()))
+    codes = widen(read(landmarks.tolist()))
     if not np.any(codes != codes[0]):  # all alike (copies, or a head that outputs nothing)
         return np.zeros((n, 2))
     reduced, project = _pca(codes)
@@ -107,7 +106,7 @@ def _embed(read: CodeReader, n: int) -> np.ndarray:
     squares = np.einsum("ij,ij->i", reduced, reduced)
     for start in range(0, len(others), BLOCK):
         rows = others[start : start + BLOCK]
-        points = project(float32(read(rows.tolist())))
+        points = project(widen(read(rows.tolist())))
         d2 = np.einsum("ij,ij->i", points, points)[:, None] + squares - 2 * (points @ reduced.T)
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
         dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest, axis=1), 0))

@@ -172,8 +172,8 @@ def listed_similar(page: Path) -> list[tuple[str, float]]:
     html = page.read_text(encoding="utf-8")
     section = re.search(r'<section id="similar".*?</section>', html, re.S)
     assert section, page
-    names = re.findall(r'<span class="name">(.*?)</span>', section.group(0))
-    dists = re.findall(r"distance ([0-9.e+-]+)</span>", section.group(0))
+    names = re.findall(r'alt="">(.*?) <span>', section.group(0))
+    dists = re.findall(r"<span>([0-9.e+-]+)</span>", section.group(0))
     return [(n.replace("<wbr>", ""), float(d)) for n, d in zip(names, dists, strict=True)]
 
 
