@@ -372,14 +372,10 @@ def alike(
 
     # Read once (float16, 8 KB a photo), for the nearest photos and the map alike.
     codes = gathered.cache.codes(keys)
-
-    def read(positions: Sequence[int]) -> np.ndarray:
-        return codes[np.asarray(positions, dtype=np.int64)]
-
     previous = None if anew else similar.load(saved)
-    found = similar.find(sources, keys, read, previous[0] if previous else None)
+    found = similar.find(sources, keys, codes, previous[0] if previous else None)
     clock.lap("similar")
-    places = folder_map.layout(read, found, previous)
+    places = folder_map.layout(codes, found, previous)
     clock.lap("map")
     similar.save(saved, found, places)
     return dataclasses.replace(analysed, similar=found, places=places)

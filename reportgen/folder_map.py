@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .similar import BLOCK, INCREMENTAL_SHARE, CodeReader, Neighbours, widen
+from .similar import BLOCK, INCREMENTAL_SHARE, Neighbours, widen
 
 LANDMARKS = 2000
 """Photos t-SNE itself places; about 6 s on one core."""
@@ -31,11 +31,12 @@ FORMAT = 1
 
 
 def layout(
-    read: CodeReader,
+    codes: np.ndarray,
     found: Neighbours,
     previous: tuple[Neighbours, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Each photo's place on the map, (N, 2) in [0, 1], in the folder's source order.
+    """Each photo's place on the map, (N, 2) in [0, 1], in the folder's source order, from their
+    ``codes`` ((N, 4096) float16).
 
     ``previous`` is the last build's neighbours and places: photos still there keep theirs."""
     n = len(found.sources)
@@ -46,7 +47,7 @@ def layout(
             placed = _place_new(places, new, found)
             if placed is not None:
                 return placed
-    return _normalised(_embed(read, n))
+    return _normalised(_embed(codes))
 
 
 def _kept(
@@ -86,12 +87,13 @@ def _weighted(points: Sequence[np.ndarray], distances: Sequence[float]) -> np.nd
     return (np.asarray(points) * weights[:, None]).sum(0) / weights.sum()
 
 
-def _embed(read: CodeReader, n: int) -> np.ndarray:
+def _embed(all_codes: np.ndarray) -> np.ndarray:
     """A fresh map: t-SNE of the landmarks, the other photos placed among them."""
+    n = len(all_codes)
     if n == 1:
         return np.zeros((1, 2))
     landmarks = np.unique(np.linspace(0, n - 1, min(n, LANDMARKS)).round().astype(np.int64))
-    codes = widen(read(landmarks.tolist()))
+    codes = widen(all_codes[landmarks])
     if not np.any(codes != codes[0]):  # all alike (copies, or a head that outputs nothing)
         return np.zeros((n, 2))
     reduced, project = _pca(codes)
@@ -106,7 +108,7 @@ def _embed(read: CodeReader, n: int) -> np.ndarray:
     squares = np.einsum("ij,ij->i", reduced, reduced)
     for start in range(0, len(others), BLOCK):
         rows = others[start : start + BLOCK]
-        points = project(widen(read(rows.tolist())))
+        points = project(widen(all_codes[rows]))
         d2 = np.einsum("ij,ij->i", points, points)[:, None] + squares - 2 * (points @ reduced.T)
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
         dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest, axis=1), 0))

@@ -39,7 +39,7 @@ def clustered_codes(n: int, seed: int = 0) -> np.ndarray:
 
 
 def find(codes: np.ndarray, names: list[str], keys: list[str], previous=None):
-    return similar.find(names, keys, lambda rows: codes[list(rows)], previous)
+    return similar.find(names, keys, codes, previous)
 
 
 def test_exact_search_equals_brute_force_and_copies_are_at_zero():
