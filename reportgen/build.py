@@ -26,6 +26,7 @@ from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
+from .heap import hand_back
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .similar import Neighbours
 from .site import charts as site_charts
@@ -374,8 +375,11 @@ def alike(
     codes = gathered.cache.codes(keys)
     previous = None if anew else similar.load(saved)
     found = similar.find(sources, keys, codes, previous[0] if previous else None)
+    hand_back()  # the search's graph and buffers: the map and the pages come next
     clock.lap("similar")
     places = folder_map.layout(codes, found, previous)
+    del codes
+    hand_back()
     clock.lap("map")
     similar.save(saved, found, places)
     return dataclasses.replace(analysed, similar=found, places=places)

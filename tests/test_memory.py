@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from reportgen.inference.memory import WarmHeap, _glibc, resident_bytes
+from reportgen.heap import glibc
+from reportgen.inference.memory import WarmHeap, resident_bytes
 
 
-@pytest.mark.skipif(_glibc() is None, reason="only glibc has mallopt and malloc_trim")
+@pytest.mark.skipif(glibc() is None, reason="only glibc has mallopt and malloc_trim")
 def test_trims_when_the_process_grows_past_its_ceiling():
     with WarmHeap(slack=0.25) as heap:
         heap.check()  # the size after the first batch becomes the base

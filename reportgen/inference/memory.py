@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import sys
+
+from ..heap import glibc
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # mallopt() parameters, from glibc's malloc.h.
@@ -14,17 +13,6 @@ _M_MMAP_THRESHOLD = -3
 # Larger than any tensor of a batch of 64 (conv1's output is 50 MB), so they all come from the heap.
 _MMAP_THRESHOLD = 256 << 20
 _TRIM_THRESHOLD = 1 << 30
-
-
-def _glibc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim, libc.mallopt  # noqa: B018 (musl has neither: nothing to do)
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 def resident_bytes() -> int | None:
@@ -57,7 +45,7 @@ class WarmHeap:
         self.slack = slack
         self.base: int | None = None
         self.trims = 0
-        self._libc = _glibc()
+        self._libc = glibc()
 
     def __enter__(self) -> WarmHeap:
         if self._libc is not None:

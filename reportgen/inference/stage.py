@@ -31,6 +31,7 @@ from ..config import (
 from ..decoding import preprocess
 from ..errors import BuildError
 from ..files import write_atomic
+from ..heap import hand_back
 from ..layout import layer_grids
 from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source, floats
 from ..weights import WeightsSpec
@@ -79,6 +80,24 @@ def run_model(
     Raises:
         ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
     """
+    run = _run_model(weights, todo, keys, cache, config, progress=progress, described=described)
+    # The model and the last batches are gone now: their memory goes back to the system before
+    # the rest of the build (neighbours, map, pages) takes its own.
+    hand_back()
+    return run
+
+
+def _run_model(
+    weights: WeightsSpec,
+    todo: Sequence[Source],
+    keys: Mapping[str, str],
+    cache: ResultCache,
+    config: Config,
+    *,
+    progress: bool,
+    described: ModelEntry | None,
+) -> ModelRun:
+    """:func:`run_model`, but for handing memory back."""
     start = time.perf_counter()
     device = pick_device(config.device)
     batch_size, workers = defaults(config, device, todo)
