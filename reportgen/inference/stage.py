@@ -80,24 +80,6 @@ def run_model(
     Raises:
         ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
     """
-    run = _run_model(weights, todo, keys, cache, config, progress=progress, described=described)
-    # The model and the last batches are gone now: their memory goes back to the system before
-    # the rest of the build (neighbours, map, pages) takes its own.
-    hand_back()
-    return run
-
-
-def _run_model(
-    weights: WeightsSpec,
-    todo: Sequence[Source],
-    keys: Mapping[str, str],
-    cache: ResultCache,
-    config: Config,
-    *,
-    progress: bool,
-    described: ModelEntry | None,
-) -> ModelRun:
-    """:func:`run_model`, but for handing memory back."""
     start = time.perf_counter()
     device = pick_device(config.device)
     batch_size, workers = defaults(config, device, todo)
@@ -121,11 +103,16 @@ def _run_model(
                 batches = run_batches(loaded, decoding, device, grids, normalize=config.normalize)
                 todo_keys = [keys[s.rel] for s in todo]
                 unread = _fill_cache(batches, todo_keys, entry.categories, cache, progress)
+                del batches
+            del loaded
     except RuntimeError as exc:
         # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
         if "DataLoader worker" in str(exc):
             raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
         raise
+    # The model and its last batches are gone: their memory goes back to the system before the
+    # rest of the build (neighbours, map, pages) takes its own.
+    hand_back()
     return ModelRun(entry, str(device), loaded_at - start, unread)
 
 
