@@ -138,7 +138,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             if unchanged is not None:
                 clock.lap("discover")
                 return dataclasses.replace(unchanged, timings=clock.laps)
-            found = (sources, unreadable, weights, cache)
+            found = (sources, unreadable, weights, cache, described)
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
@@ -168,18 +168,17 @@ def gather(
     input_dir: Path,
     out: OutputFolder,
     clock: _Stopwatch,
-    found: tuple[list[Source], list[Skipped], WeightsSpec, ResultCache],
+    found: tuple[list[Source], list[Skipped], WeightsSpec, ResultCache, ModelEntry | None],
     *,
     progress: bool,
 ) -> Gathered:
     """Every photo's record: from the cache, or from the model for those it lacks (``found``: the
-    photos, the files that cannot be read, the weights and the cache). Raises InputError when the
-    folder holds no photo that could be read."""
-    sources, unreadable, weights, cache = found
+    photos, the files that cannot be read, the weights, the cache, and the model's description
+    from it, if any). Raises InputError when the folder holds no photo that could be read."""
+    sources, unreadable, weights, cache, model = found
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
-    model = None if config.full else cache.load_model()
     device, unread = None, {}
     clock.lap("discover")
     if todo or model is None:
