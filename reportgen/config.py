@@ -36,6 +36,12 @@ GPU_BATCH_SIZE = 128
 MAX_GPU_WORKERS = 8
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system tells it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def _option(
     default: Any,
     help: str,

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import usable_cores
+
 log = logging.getLogger("reportgen")
 
 NEIGHBOURS = 6
@@ -85,16 +87,18 @@ def find(
     """Every photo's nearest photos, from their ``codes`` ((N, 4096) float16, in source order),
     updating ``previous`` (the last build's) where it can."""
     n = len(sources)
-    norms = np.sqrt(_squares(codes).astype(np.float64))
+    squares = _squares(codes)
+    norms = np.sqrt(squares.astype(np.float64))
     k = min(NEIGHBOURS, max(0, n - 1))
     plan = _changes(previous, sources, keys) if previous is not None else None
     if plan is not None:
         kept, far, redo, added = plan
         if len(redo) <= max(64, INCREMENTAL_SHARE * n):
-            nearest, distances = _update(codes, kept, far, redo, added, k)
+            nearest, distances = _update(codes, squares, kept, far, redo, added, k)
             return Neighbours(tuple(sources), tuple(keys), nearest, distances, norms, "incremental")
     if n <= EXACT_LIMIT:
-        candidates, method = _exact_candidates(codes, np.arange(n), min(CANDIDATES, n - 1)), "exact"
+        count = min(CANDIDATES, n - 1)
+        candidates, method = _exact_candidates(codes, squares, np.arange(n), count), "exact"
     else:
         candidates, method = _hnsw_candidates(codes, min(CANDIDATES, n - 1)), "faiss-hnsw"
     nearest, distances = _refine(codes, np.arange(n), candidates, k)
@@ -128,14 +132,16 @@ def _squares(codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _exact_candidates(codes: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """For each of ``rows``, the ``count`` other photos nearest to it by the fast distance,
-    (len(rows), count) positions (unordered); -1 fills a folder too small."""
+def _exact_candidates(
+    codes: np.ndarray, squares: np.ndarray, rows: np.ndarray, count: int
+) -> np.ndarray:
+    """For each of ``rows``, the ``count`` other photos nearest to it by the fast distance
+    (``squares``: each code's squared length), (len(rows), count) positions (unordered); -1 fills
+    a folder too small."""
     n = len(codes)
     out = np.full((len(rows), max(count, 0)), -1, dtype=np.int64)
     if count <= 0:
         return out
-    squares = _squares(codes)
     for start in range(0, len(rows), BLOCK):
         chosen = rows[start : start + BLOCK]
         block = widen(codes[chosen])
@@ -154,7 +160,7 @@ def _hnsw_candidates(codes: np.ndarray, count: int) -> np.ndarray:
     """Candidates from faiss's HNSW graph over 8-bit codes (an approximate search)."""
     import faiss  # only for large folders: importing it takes a while
 
-    faiss.omp_set_num_threads(_cores())
+    faiss.omp_set_num_threads(usable_cores())
     index = faiss.IndexHNSWSQ(codes.shape[1], faiss.ScalarQuantizer.QT_8bit, 16)
     index.hnsw.efConstruction = 64
     index.train(widen(codes[:BLOCK]))
@@ -168,10 +174,6 @@ def _hnsw_candidates(codes: np.ndarray, count: int) -> np.ndarray:
             others = [j for j in row.tolist() if j != start + i and j >= 0][:count]
             out[start + i] = others + [-1] * (count - len(others))
     return out
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _refine(
@@ -219,10 +221,7 @@ def _changes(
     when nothing can be reused."""
     if previous.nearest.shape[1:] != (NEIGHBOURS,) or not len(previous.sources):
         return None
-    before = {
-        (s, k): i for i, (s, k) in enumerate(zip(previous.sources, previous.keys, strict=True))
-    }
-    was = np.array([before.get((s, k), -1) for s, k in zip(sources, keys, strict=True)])
+    was = positions_before(previous, sources, keys)
     now = np.full(len(previous.sources) + 1, -1, dtype=np.int64)  # old position -> new; -1: gone
     now[was[was >= 0]] = np.flatnonzero(was >= 0)
     added = np.flatnonzero(was < 0)
@@ -238,8 +237,18 @@ def _changes(
     return kept, far, redo, added
 
 
+def positions_before(
+    previous: Neighbours, sources: Sequence[str], keys: Sequence[str]
+) -> np.ndarray:
+    """Each photo's position in ``previous`` (the last build's folder), -1 for a photo that is new
+    or whose bytes changed (its source or its key differs)."""
+    before = {sk: i for i, sk in enumerate(zip(previous.sources, previous.keys, strict=True))}
+    return np.array([before.get(sk, -1) for sk in zip(sources, keys, strict=True)], dtype=np.int64)
+
+
 def _update(
     codes: np.ndarray,
+    squares: np.ndarray,
     kept: np.ndarray,
     far: np.ndarray,
     redo: np.ndarray,
@@ -255,10 +264,10 @@ def _update(
     rest = np.setdiff1d(np.arange(n), redo)
     nearest[rest], distances[rest] = kept[rest], far[rest]
     if len(redo):
-        candidates = _exact_candidates(codes, redo, min(CANDIDATES, n - 1))
+        candidates = _exact_candidates(codes, squares, redo, min(CANDIDATES, n - 1))
         nearest[redo], distances[redo] = _refine(codes, redo, candidates, k)
     if len(rest) and len(added):
-        touched, near = _near_added(codes, added, rest, far[rest, -1])
+        touched, near = _near_added(codes, squares, added, rest, far[rest, -1])
         if len(touched):
             candidates = np.concatenate([kept[touched], near], axis=1)
             nearest[touched], distances[touched] = _refine(codes, touched, candidates, k)
@@ -266,7 +275,7 @@ def _update(
 
 
 def _near_added(
-    codes: np.ndarray, added: np.ndarray, rows: np.ndarray, far: np.ndarray
+    codes: np.ndarray, squares: np.ndarray, added: np.ndarray, rows: np.ndarray, far: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows that an added photo may be nearer to than their last neighbour (at ``far``),
     and for each the added photos that may be (-1 elsewhere).
@@ -274,13 +283,13 @@ def _near_added(
     The fast float32 distance is off by at most a few float32 roundings of |a|² + |b|²; the margin
     allows a hundred times that, and whatever passes is measured exactly."""
     new = widen(codes[added])
-    new_squares = np.einsum("ij,ij->i", new, new)
+    new_squares = squares[added]
     touched, near = [], []
     for start, block in _blocks(codes, rows):
         block_rows = rows[start : start + BLOCK]
-        squares = np.einsum("ij,ij->i", block, block)
-        d2 = squares[:, None] + new_squares[None, :] - 2 * (block @ new.T)
-        margin = 1e-5 * (squares[:, None] + new_squares[None, :])
+        both = squares[block_rows][:, None] + new_squares[None, :]
+        d2 = both - 2 * (block @ new.T)
+        margin = 1e-5 * both
         limit = far[start : start + BLOCK, None] ** 2
         hit = d2 <= limit + margin
         some = np.flatnonzero(hit.any(axis=1))

@@ -7,7 +7,6 @@ interruption is reused by the next build.
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from ..config import (
     LARGE_PHOTO_BYTES,
     MAX_GPU_WORKERS,
     Config,
+    usable_cores,
 )
 from ..decoding import preprocess
 from ..errors import BuildError
@@ -133,8 +133,7 @@ def defaults(config: Config, device: torch.device, todo: Sequence[Source] = ()) 
     (4.5 photos/s on an H200 machine's 16 cores).
     """
     gpu = device.type != "cpu"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores()
     if config.workers is not None:
         workers = config.workers
     elif gpu:
