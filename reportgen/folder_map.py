@@ -15,11 +15,9 @@ not reshuffle when ten photos are added; a build that adds more than a tenth of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from .similar import BLOCK, INCREMENTAL_SHARE, Neighbours, widen
+from .similar import BLOCK, INCREMENTAL_SHARE, Neighbours, positions_before, widen
 
 LANDMARKS = 2000
 """Photos t-SNE itself places; about 6 s on one core."""
@@ -27,7 +25,6 @@ PCA_DIMENSIONS = 50
 PLACED_FROM = 5
 """Landmarks a photo that is not one is placed among."""
 SEED = 0
-FORMAT = 1
 
 
 def layout(
@@ -57,10 +54,7 @@ def _kept(
     before, positions = previous
     if positions is None or len(positions) != len(before.sources):
         return None
-    where = {(s, k): i for i, (s, k) in enumerate(zip(before.sources, before.keys, strict=True))}
-    was = np.array(
-        [where.get(sk, -1) for sk in zip(found.sources, found.keys, strict=True)], dtype=np.int64
-    )
+    was = positions_before(before, found.sources, found.keys)
     if not np.any(was >= 0):
         return None
     places = np.full((len(was), 2), np.nan)
@@ -76,15 +70,16 @@ def _place_new(places: np.ndarray, new: np.ndarray, found: Neighbours) -> np.nda
         near = [(j, d) for j, d in found.of(i) if not np.isnan(places[j, 0])]
         if not near:
             return None
-        out[i] = _weighted([places[j] for j, _ in near], [d for _, d in near])
+        chosen, dist = zip(*near, strict=True)
+        out[i] = _weighted(places[list(chosen)][None], np.array([dist]))[0]
     return out
 
 
-def _weighted(points: Sequence[np.ndarray], distances: Sequence[float]) -> np.ndarray:
-    """The mean of ``points`` weighted by closeness (a point at distance 0 wins outright)."""
-    dist = np.asarray(distances, dtype=np.float64)
-    weights = 1.0 / np.maximum(dist, 1e-9) ** 2
-    return (np.asarray(points) * weights[:, None]).sum(0) / weights.sum()
+def _weighted(points: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """Each row's mean of its ``points`` (rows, k, 2) weighted by closeness, ``distances``
+    (rows, k): the inverse square, so a point at distance 0 wins outright."""
+    weights = 1.0 / np.maximum(distances, 1e-9) ** 2
+    return np.einsum("ij,ijk->ik", weights, points) / weights.sum(1)[:, None]
 
 
 def _embed(all_codes: np.ndarray) -> np.ndarray:
@@ -112,8 +107,7 @@ def _embed(all_codes: np.ndarray) -> np.ndarray:
         d2 = np.einsum("ij,ij->i", points, points)[:, None] + squares - 2 * (points @ reduced.T)
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
         dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest, axis=1), 0))
-        weights = 1.0 / np.maximum(dist, 1e-9) ** 2
-        out[rows] = np.einsum("ij,ijk->ik", weights, places[nearest]) / weights.sum(1)[:, None]
+        out[rows] = _weighted(places[nearest], dist)
     return out
 
 

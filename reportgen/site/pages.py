@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -366,9 +367,7 @@ def map_data(site: SiteContent) -> dict[str, Any]:
     photos = site.photos
     truths = any(p.truth for p in photos)
     classes = [(p.truth or "unlabelled") if truths else p.top5[0].label for p in photos]
-    counts: dict[str, int] = {}
-    for label in classes:
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(classes)
     named = sorted(counts, key=lambda c: (-counts[c], c))[:MAP_CLASSES]
     if len(counts) > MAP_CLASSES:
         others = sum(counts[c] for c in counts if c not in named)
