@@ -39,7 +39,12 @@ def photo_page(source: str) -> str:
 def photo_picture(key: str, kind: str) -> str:
     """Site-relative URL of a result's ``kind`` picture ('input', 'conv1', …); ``key`` names the
     result."""
-    return f"{PICTURES_DIR}/{key[:PICTURE_KEY]}-{kind}.jpg"
+    return f"{PICTURES_DIR}/{key[:PICTURE_KEY]}{picture_suffix(kind)}"
+
+
+def picture_suffix(kind: str) -> str:
+    """What follows the key in the name of a result's ``kind`` picture."""
+    return f"-{kind}.jpg"
 
 
 def summary_chart(name: str) -> str:

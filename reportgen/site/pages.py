@@ -395,7 +395,7 @@ def map_data(site: SiteContent) -> dict[str, Any]:
         "scale": MAP_SCALE,
         "pages": naming.PAGES_DIR + "/",
         "pictures": naming.PICTURES_DIR + "/",
-        "picture": "-input.jpg",
+        "picture": naming.picture_suffix("input"),
         "points": points,
     }
 
