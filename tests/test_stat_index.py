@@ -184,6 +184,19 @@ def test_a_rebuild_renders_only_the_pages_whose_content_changed(tmp_path, render
     assert before.page in rendered and "edited" not in (out / before.page).read_text()
 
 
+def test_a_photo_added_last_leaves_the_index_pages_it_does_not_land_on(tmp_path, rendered):
+    src, out = settled(tmp_path / "in", 7), tmp_path / "site"
+    build(src, out, per_page=3)  # pages of 3, 3 and 1 photos
+    Image.open(SAMPLE_PHOTOS[1]).transpose(Image.Transpose.ROTATE_90).save(src / "p9.jpg")
+    rendered.clear()
+    build(src, out, per_page=3)
+    # The page it lands on, and the front page (which counts the folder); not page 2.
+    assert {r for r in rendered if r.startswith("index")} == {"index.html", "index-3.html"}
+    front, middle = (out / "index.html").read_text(), (out / "index-2.html").read_text()
+    assert "8 photos run through AlexNet" in front
+    assert "Page 2 of 3: photos 4 to 6" in middle and "photos run through" not in middle
+
+
 def test_the_output_folder_holds_only_the_site_and_a_small_marker(tmp_path):
     src, out = settled(tmp_path / "in", 2), tmp_path / "site"
     result = build(src, out)

@@ -237,10 +237,12 @@ class PageWriter:
         photos = list(self.site.photos)
         size = self.site.per_page
         count = max(1, -(-len(photos) // size))
-        skipped = repr(self.site.skipped)
+        # Only the first page counts the folder and lists the skipped files: the others change
+        # only with their own photos and the number of pages.
+        front = f"{len(photos)}/{self.site.skipped!r}"
         for n in range(1, count + 1):
             shown = photos[(n - 1) * size : n * size]
-            key = f"{n}/{count}/{len(photos)}/{skipped}/" + "/".join(map(_identity, shown))
+            key = f"{n}/{count}/{front if n == 1 else ''}/" + "/".join(map(_identity, shown))
             self.keyed_page(
                 "index.html",
                 naming.index_page(n),
@@ -249,8 +251,10 @@ class PageWriter:
                 pages=pager(n, count),
                 page_count=count,
                 current=n,
-                total=len(photos),
-                skipped=self.site.skipped,
+                first=(n - 1) * size + 1,
+                # What the key leaves out of the other pages is not given to them.
+                total=len(photos) if n == 1 else None,
+                skipped=self.site.skipped if n == 1 else (),
             )
 
     def summary_page(self) -> None:
