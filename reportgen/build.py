@@ -26,7 +26,7 @@ from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
-from .heap import hand_back
+from .heap import collector_paused, collector_resumed, hand_back
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .similar import Neighbours
 from .site import charts as site_charts
@@ -151,6 +151,8 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
         raise
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the previous site is unchanged") from None
+    finally:
+        collector_resumed()  # the records are the caller's now
     return BuildResult(
         out_dir=config.out_dir,
         photos=tuple(analysed.photos),
@@ -177,16 +179,18 @@ def gather(
     from it, if any). Raises InputError when the folder holds no photo that could be read."""
     sources, unreadable, weights, cache, model = found
     keys = {s.rel: cache.key(s.sha256) for s in sources}
-    stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
+    with collector_paused(keep=True):  # kept to the end of the build
+        stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
     todo = [s for s in sources if stored.get(s.rel) is None]
     device, unread = None, {}
     clock.lap("discover")
     if todo or model is None:
         # torch (and ray) are imported here, and only here.
-        if config.engine == "ray" and todo:
-            from .inference.ray_engine import run_model_on_ray as run_model
-        else:
-            from .inference.stage import run_model
+        with collector_paused():
+            if config.engine == "ray" and todo:
+                from .inference.ray_engine import run_model_on_ray as run_model
+            else:
+                from .inference.stage import run_model
 
         clock.lap("import torch")
         try:
@@ -282,7 +286,8 @@ class _CachedPhotos(Sequence[PhotoRecord]):
     def _loaded(self) -> list[PhotoRecord]:
         if self._records is None:
             model = self._cache.load_model()
-            entries = [self._cache.load(self._keys[s.rel]) for s in self._sources]
+            with collector_paused():
+                entries = [self._cache.load(self._keys[s.rel]) for s in self._sources]
             if model is None or not all(isinstance(e, PhotoRecord) for e in entries):
                 raise BuildError("the cache changed after the build; build again")
             rels = [s.rel for s in self._sources]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
 
-from reportgen.heap import glibc
+import reportgen
+from reportgen.heap import collector_paused, glibc
 from reportgen.inference.memory import WarmHeap, resident_bytes
+
+from .conftest import SAMPLE_PHOTOS
 
 
 @pytest.mark.skipif(glibc() is None, reason="only glibc has mallopt and malloc_trim")
@@ -33,3 +37,25 @@ def test_does_nothing_where_it_cannot_measure(monkeypatch):
 def test_resident_bytes_reads_this_process():
     rss = resident_bytes()
     assert rss is not None and rss > 10 << 20
+
+
+def test_the_collector_is_paused_for_a_block_and_restored_after_a_failure():
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_what_a_build_kept_from_the_collector_is_handed_back(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for photo in SAMPLE_PHOTOS[:2]:
+        (src / photo.name).write_bytes(photo.read_bytes())
+    kept = []
+    real = gc.freeze
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gc, "freeze", lambda: kept.append(gc.get_count()) or real())
+        reportgen.build_site(src, tmp_path / "site", weights="random", workers=0)
+    assert kept, "the records were not kept out of the collector's sight"
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -31,7 +31,7 @@ from ..config import (
 from ..decoding import preprocess
 from ..errors import BuildError
 from ..files import write_atomic
-from ..heap import hand_back
+from ..heap import collector_paused, hand_back
 from ..layout import layer_grids
 from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source, floats
 from ..weights import WeightsSpec
@@ -93,7 +93,8 @@ def run_model(
     try:
         with decoding:
             # The workers are decoding already, while torchvision is imported and the model loaded.
-            loaded = load_model(weights)
+            with collector_paused():  # torchvision's import and the model's modules
+                loaded = load_model(weights)
             preprocess.check_matches(loaded.transforms)
             entry = described or describe(loaded, cache)
             loaded_at = time.perf_counter()
