@@ -325,15 +325,31 @@ def near_duplicates(found: Neighbours, threshold: float = DUPLICATE_DISTANCE) ->
     checks the copies and the distinct photos on every run. Each photo's pairs come from its
     nearest list, so a photo with more than NEIGHBOURS copies shows only the nearest of them.
     """
-    pairs: dict[tuple[int, int], Duplicate] = {}
-    for i in range(len(found.sources)):
-        for j, distance in found.of(i):
-            scale = (found.norms[i] + found.norms[j]) / 2
-            relative = distance / scale if scale > 0 else (0.0 if distance == 0 else np.inf)
-            if relative < threshold:
-                a, b = min(i, j), max(i, j)
-                pairs[(a, b)] = Duplicate(a, b, distance, float(relative))
-    return sorted(pairs.values(), key=lambda d: (d.relative, d.first, d.second))
+    # Over every listed pair at once: a loop over them took 0.5 s at 20,000 photos.
+    n, k = found.nearest.shape if found.nearest.ndim == 2 else (0, 0)
+    first = np.repeat(np.arange(n), k)
+    second = found.nearest.reshape(-1).astype(np.int64)
+    distance = found.distances.reshape(-1)
+    listed = second >= 0
+    first, second, distance = first[listed], second[listed], distance[listed]
+    scale = (found.norms[first] + found.norms[second]) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(scale > 0, distance / scale, np.where(distance == 0, 0.0, np.inf))
+    close = np.flatnonzero(relative < threshold)[::-1]  # a pair listed twice: the later listing
+    low, high = np.minimum(first, second)[close], np.maximum(first, second)[close]
+    _, once = np.unique(low * max(n, 1) + high, return_index=True)
+    close, low, high = close[once], low[once], high[once]
+    order = np.lexsort((high, low, relative[close]))  # closest first, then by position
+    return [
+        Duplicate(a, b, d, r)
+        for a, b, d, r in zip(
+            low[order].tolist(),
+            high[order].tolist(),
+            distance[close][order].tolist(),
+            relative[close][order].tolist(),
+            strict=True,
+        )
+    ]
 
 
 # --- keeping them between builds --------------------------------------------------------------

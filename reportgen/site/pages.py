@@ -219,7 +219,7 @@ class PageWriter:
     def exports(self) -> None:
         """predictions.json and .csv and the filter's shards: made only when some photo's place
         or result, or a skipped file, changed (they show every photo)."""
-        identities = "\n".join(_identity(p) for p in self.site.photos)
+        identities = "\n".join(self.identities)
         key = self.input_key(f"exports\n{identities}\n{self.site.skipped!r}")
         if self.out.keep_all(EXPORTS, key):
             return
@@ -242,7 +242,8 @@ class PageWriter:
         front = f"{len(photos)}/{self.site.skipped!r}"
         for n in range(1, count + 1):
             shown = photos[(n - 1) * size : n * size]
-            key = f"{n}/{count}/{front if n == 1 else ''}/" + "/".join(map(_identity, shown))
+            identities = self.identities[(n - 1) * size : n * size]
+            key = f"{n}/{count}/{front if n == 1 else ''}/" + "/".join(identities)
             self.keyed_page(
                 "index.html",
                 naming.index_page(n),
@@ -281,6 +282,12 @@ class PageWriter:
         self.write(MAP_DATA, ("reportgenMap(" + _compact(data) + ");\n").encode("ascii"))
 
     @functools.cached_property
+    def identities(self) -> list[str]:
+        """Each photo's :func:`_identity`, by position: worked out once, as a photo shows on its
+        own page, its neighbours' and nearest photos' pages, an index page and the exports."""
+        return [_identity(p) for p in self.site.photos]
+
+    @functools.cached_property
     def _conv1_map(self) -> markupsafe.Markup:
         """The image map linking each conv1 map to its kernel: the same on every photo page (all
         live in one folder), so rendered once."""
@@ -294,15 +301,14 @@ class PageWriter:
         next = photos[position + 1] if position + 1 < len(photos) else None
         index_url = naming.index_page(position // self.site.per_page + 1)
         neighbours = (prev.source if prev else "", next.source if next else "")
-        alike = [
-            (photos[j], distance)
-            for j, distance in (self.site.similar.of(position) if self.site.similar else ())
-        ]
-        shown = "/".join(f"{_identity(p)}:{distance:.3g}" for p, distance in alike)
+        listed = self.site.similar.of(position) if self.site.similar else ()
+        alike = [(photos[j], distance) for j, distance in listed]
+        identities = self.identities
+        shown = "/".join(f"{identities[j]}:{distance:.3g}" for j, distance in listed)
         self.keyed_page(
             "photo.html",
             photo.page,
-            f"{_identity(photo)}/{neighbours}/{index_url}/{shown}",
+            f"{identities[position]}/{neighbours}/{index_url}/{shown}",
             photo=photo,
             alike=alike,
             prev=prev,
