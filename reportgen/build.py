@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import folder_map, freshness, similar
+from . import code_pack, folder_map, freshness, similar
 from .cache import ResultCache, Unusable, fingerprint
 from .classes import classes
 from .config import Config
@@ -41,6 +41,7 @@ log = logging.getLogger("reportgen")
 
 STAT_INDEX = "stat-index.sqlite"
 SIMILAR = "similar.npz"
+CODES = "codes.pack"
 RAY_MISSING = "--engine ray needs the ray extra: pip install 'reportgen[ray]'"
 PAGES_LIMIT = 1_000_000_000
 """GitHub Pages' limit on a published site, in bytes."""
@@ -142,7 +143,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
             analysed = analyse(gathered, input_dir)
             clock.lap("summary")
-            analysed = alike(gathered, analysed, out.state / SIMILAR, clock, anew=config.full)
+            analysed = alike(gathered, analysed, out.state, clock, anew=config.full)
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
             _remember(out, now, gathered, analysed)
     except OSError as exc:
@@ -366,17 +367,18 @@ def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
 
 
 def alike(
-    gathered: Gathered, analysed: Analysed, saved: Path, clock: _Stopwatch, *, anew: bool = False
+    gathered: Gathered, analysed: Analysed, state: Path, clock: _Stopwatch, *, anew: bool = False
 ) -> Analysed:
     """Each photo's nearest photos and its place on the map, from their fc7 codes: updated from
-    what the last build found (kept at ``saved``) where the folder changed little, unless
-    ``anew`` (--full)."""
+    what the last build found (kept in the site's ``state`` folder) where the folder changed
+    little, unless ``anew`` (--full)."""
     photos = analysed.photos
     keys = [p.key for p in photos]
     sources = [p.source for p in photos]
 
     # Read once (float16, 8 KB a photo), for the nearest photos and the map alike.
-    codes = gathered.cache.codes(keys)
+    codes = code_pack.read(state / CODES, keys, gathered.cache)
+    saved = state / SIMILAR
     previous = None if anew else similar.load(saved)
     found = similar.find(sources, keys, codes, previous[0] if previous else None)
     hand_back()  # the search's graph and buffers: the map and the pages come next
