@@ -63,6 +63,10 @@ print(json.dumps({
     "seconds": elapsed,
     "timings": results[-1].timings,
     "maxrss_kb": peak_rss_kb(),
+    "cpu_seconds": sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    ),
     "workers_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
 }))
 """
@@ -194,6 +198,16 @@ def model_only(
         if device.type == "cuda":
             torch.cuda.synchronize()
     return len(sources) / (time.perf_counter() - start)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (user and system)."""
+    import resource
+
+    return sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 def naive(paths: list[Path], out: Path, weights: str) -> float:
@@ -339,10 +353,19 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     small = link_subset(photos[:300], work / "scale-300")
     extra = make_photos(work / "scale-extra", 10, seed=1)
     larger = link_subset(photos[:1200], work / "scale-1200")
-    # The bound's own steady rate, its start-up left out, as the build's is below.
+    # The bound's own steady rate, its start-up left out, as the build's is below; and its CPU
+    # time per photo the same way (this process's and its decoding workers'), once torch and
+    # torchvision are imported (the first run would count their import).
+    import torchvision  # noqa: F401
+
+    model_only(small, args.device, args.weights)
+    spent = [cpu_seconds()]
     first = model_only(small, args.device, args.weights)
+    spent.append(cpu_seconds())
     more = model_only(larger, args.device, args.weights)
+    spent.append(cpu_seconds())
     bound = 900 / (1200 / more - 300 / first)
+    bound_cpu = ((spent[2] - spent[1]) - (spent[1] - spent[0])) / 900
     cold_small = build(small, work / "site-300", args)
     cold = build(folder, work / f"site-{n}", args)
     steady = (n - 300) / (cold["seconds"] - cold_small["seconds"])
@@ -357,6 +380,13 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     )
     for stage, seconds in cold["timings"].items():
         print(f"      {stage:13s} {seconds:7.2f} s")
+    build_cpu = (cold["cpu_seconds"] - cold_small["cpu_seconds"]) / (n - 300)
+    print(
+        f"    CPU time per photo, steady: the bound {1000 * bound_cpu:.1f} ms"
+        f" ({bound * bound_cpu:.2f} cores busy), the build {1000 * build_cpu:.1f} ms"
+        f" ({steady * build_cpu:.2f} cores busy): {build_cpu / bound_cpu:.2f} x the bound's work"
+        " a photo"
+    )
     rss_small, rss = cold_small["maxrss_kb"] / 1024, cold["maxrss_kb"] / 1024
     flat = "met" if rss <= 1.15 * rss_small else "MISSED"
     print(
