@@ -202,7 +202,8 @@ def gather(
         clock["load model"] = run.load_seconds
         if run.store_seconds:
             clock["store results"] = run.store_seconds
-        stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
+        with collector_paused(keep=True):
+            stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
     photos, skipped = _placed(sources, keys, stored, unread)
     computed_keys = {keys[s.rel] for s in todo}
