@@ -130,9 +130,10 @@ class ResultCache:
     def load(self, key: str) -> PhotoRecord | Unusable | None:
         """The stored record or verdict; None when there is none, or it is damaged or stale
         (then the photo is computed again)."""
-        path = self._entry_path(key)
+        name = self._entry_path_name(key)  # a string: this runs for every photo of a build
         try:
-            data = json.loads(path.read_bytes())
+            with open(name, "rb") as fh:
+                data = json.loads(fh.read())
             if data.get("format") != ENTRY_FORMAT:
                 return None
             if "error" in data:
@@ -141,7 +142,7 @@ class ResultCache:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.info("cache entry %s is damaged (%s); recomputing it", path.name, exc)
+            log.info("cache entry %s is damaged (%s); recomputing it", os.path.basename(name), exc)
             return None
         return record if self.has_pictures(key) else None
 

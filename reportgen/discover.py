@@ -49,6 +49,9 @@ def discover(
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
+        # Each file's relative path from its folder's, as strings: pathlib's joins and
+        # relative_to, per file, were a third of discovering 20,000 unchanged photos.
+        prefix = here.relative_to(root).as_posix() + "/" if here != root else ""
         st = here.stat()
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
@@ -63,10 +66,10 @@ def discover(
             and not _is_site(here / d)
         )
         for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            if name.startswith(".") or _suffix(name) not in IMAGE_EXTENSIONS:
                 continue
             path = here / name
-            rel = path.relative_to(root).as_posix()
+            rel = prefix + name
             try:
                 stamp, digest = _identify(path, rel, known)
             except NotRegularFile as exc:
@@ -80,6 +83,12 @@ def discover(
     sources.sort(key=lambda s: s.rel)
     skipped.sort(key=lambda s: s.source)
     return sources, skipped
+
+
+def _suffix(name: str) -> str:
+    """A file name's extension, lower-cased, as ``Path(name).suffix.lower()`` gives it."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def _identify(path: Path, rel: str, known: Known | None) -> tuple[Stamp, str]:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import reportgen
@@ -287,3 +289,21 @@ def test_anything_a_build_depends_on_makes_it_build(tmp_path, rendered, change):
     options = change(src, out)
     build(src, out, **options)
     assert "summary.html" in rendered  # rendered by every build that has work, by no other
+
+
+@given(st.text(alphabet=st.sampled_from("a.J PgÉé/_-"), min_size=1, max_size=12))
+def test_a_file_name_s_extension_is_as_pathlib_reads_it(name):
+    from reportgen.discover import _suffix
+
+    if "/" not in name and name not in (".", ".."):
+        assert _suffix(name) == Path(name).suffix.lower()
+
+
+def test_photos_in_nested_folders_get_their_relative_paths(tmp_path):
+    src = tmp_path / "in"
+    for rel in ("a/b/c.JPG", "a/d.jpeg", "e.png", "a/.hidden/f.jpg", "a/g.txt", "h..jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(SAMPLE_PHOTOS[0].read_bytes())
+    sources, _ = reportgen.discover.discover(src)
+    assert [s.rel for s in sources] == ["a/b/c.JPG", "a/d.jpeg", "e.png", "h..jpg"]
+    assert all(s.path == src.resolve() / s.rel for s in sources)
