@@ -202,7 +202,8 @@ def gather(
         clock["load model"] = run.load_seconds
         if run.store_seconds:
             clock["store results"] = run.store_seconds
-        with collector_paused(keep=True):
+        # Not kept out of the collector's sight: the model's garbage would be kept with them.
+        with collector_paused():
             stored.update((s.rel, cache.load(keys[s.rel])) for s in todo)
     clock.lap("inference")
     photos, skipped = _placed(sources, keys, stored, unread)

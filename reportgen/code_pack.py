@@ -44,17 +44,23 @@ def read(path: Path, keys: Sequence[str], cache: ResultCache) -> np.ndarray:
     records = _read_into(path, first, out, found)
     unique = np.fromiter(first.values(), np.int64, len(first))
     missing = unique[~found[unique]]
-    if len(missing):
-        out[missing] = cache.codes([keys[row] for row in missing])
+    rewrite = records + len(missing) > 2 * len(unique) and records > CHUNK
+    # A block at a time, so that a cold build's 20,000 codes never stand twice in memory.
+    for block in _blocks(missing):
+        out[block] = cache.codes([keys[row] for row in block])
+        if not rewrite:
+            _append(path, [keys[row] for row in block], out[block])
     copies = np.fromiter((first[key.encode("ascii")] for key in keys), np.int64, len(keys))
     again = np.flatnonzero(copies != np.arange(len(keys)))
     out[again] = out[copies[again]]
-    if records + len(missing) > 2 * len(unique) and records > CHUNK:
-        # Mostly codes of photos gone: written anew, in the folder's order.
-        _rewrite(path, [keys[row] for row in unique], out[unique])
-    elif len(missing):
-        _append(path, [keys[row] for row in missing], out[missing])
+    if rewrite:  # mostly codes of photos gone: written anew, in the folder's order
+        _rewrite(path, keys, unique, out)
     return out
+
+
+def _blocks(rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` in blocks of at most CHUNK."""
+    return [rows[start : start + CHUNK] for start in range(0, len(rows), CHUNK)]
 
 
 def _read_into(path: Path, wanted: dict[bytes, int], out: np.ndarray, found: np.ndarray) -> int:
@@ -94,14 +100,14 @@ def _append(path: Path, keys: Sequence[str], codes: np.ndarray) -> None:
         records.tofile(fh)
 
 
-def _rewrite(path: Path, keys: Sequence[str], codes: np.ndarray) -> None:
-    """Replace the pack with these records alone, atomically."""
+def _rewrite(path: Path, keys: Sequence[str], rows: np.ndarray, codes: np.ndarray) -> None:
+    """Replace the pack with the records of ``rows`` alone (keys and codes), atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        for start in range(0, len(keys), CHUNK):
-            _append(tmp, keys[start : start + CHUNK], codes[start : start + CHUNK])
-        if not keys:
-            tmp.touch()
+        tmp.unlink(missing_ok=True)
+        tmp.touch()
+        for block in _blocks(rows):
+            _append(tmp, [keys[row] for row in block], codes[block])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
