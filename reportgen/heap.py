@@ -34,28 +34,40 @@ def hand_back() -> None:
         libc.malloc_trim(0)
 
 
+_froze = False
+"""Whether :func:`collector_paused` froze objects that :func:`collector_resumed` has not yet
+thawed (the collector's frozen set is one for the whole process)."""
+
+
 @contextlib.contextmanager
 def collector_paused(*, keep: bool = False) -> Iterator[None]:
     """Python's cyclic garbage collector off for the block (as it was after): for a block that
     makes many objects at once, which the collector would otherwise scan again and again as they
     pile up. With ``keep``, what exists at the end is also moved out of the collector's sight
     (``gc.freeze``) until :func:`collector_resumed`: for objects kept to the end of a build, such
-    as 20,000 photo records, which every later full collection would scan again.
+    as 20,000 photo records, which every later full collection would scan again. A caller that
+    froze objects of its own is left as it was: nothing is frozen then, so nothing of its is
+    thawed.
 
     Measured on a +10 rebuild at 20,000 photos: the records loaded in 1.19 s instead of 1.51 s;
     the whole rebuild took about 1 s less.
     """
+    global _froze
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if keep:
+        if keep and (_froze or gc.get_freeze_count() == 0):
             gc.freeze()
+            _froze = True
         if was_enabled:
             gc.enable()
 
 
 def collector_resumed() -> None:
     """What :func:`collector_paused` kept out of the collector's sight is in it again."""
-    gc.unfreeze()
+    global _froze
+    if _froze:
+        gc.unfreeze()
+        _froze = False

@@ -59,3 +59,18 @@ def test_what_a_build_kept_from_the_collector_is_handed_back(tmp_path):
         reportgen.build_site(src, tmp_path / "site", weights="random", workers=0)
     assert kept, "the records were not kept out of the collector's sight"
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_caller_s_own_frozen_objects_stay_frozen_through_a_build(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / SAMPLE_PHOTOS[0].name).write_bytes(SAMPLE_PHOTOS[0].read_bytes())
+    gc.freeze()
+    try:
+        theirs = gc.get_freeze_count()
+        assert theirs > 0
+        reportgen.build_site(src, tmp_path / "site", weights="random", workers=0)
+        # Thawing empties the frozen set; objects freed meanwhile leave it one by one.
+        assert gc.get_freeze_count() > theirs // 2
+    finally:
+        gc.unfreeze()
