@@ -38,8 +38,9 @@ def read(path: Path, keys: Sequence[str], cache: ResultCache) -> np.ndarray:
     out = np.empty((len(keys), CODE_SIZE), dtype=np.float16)
     # Photos with the same bytes share a key: each key is read once, into its first row.
     first: dict[bytes, int] = {}
+    copies = np.empty(len(keys), dtype=np.int64)
     for row, key in enumerate(keys):
-        first.setdefault(key.encode("ascii"), row)
+        copies[row] = first.setdefault(key.encode("ascii"), row)
     found = np.zeros(len(keys), dtype=bool)
     records = _read_into(path, first, out, found)
     unique = np.fromiter(first.values(), np.int64, len(first))
@@ -50,7 +51,6 @@ def read(path: Path, keys: Sequence[str], cache: ResultCache) -> np.ndarray:
         out[block] = cache.codes([keys[row] for row in block])
         if not rewrite:
             _append(path, [keys[row] for row in block], out[block])
-    copies = np.fromiter((first[key.encode("ascii")] for key in keys), np.int64, len(keys))
     again = np.flatnonzero(copies != np.arange(len(keys)))
     out[again] = out[copies[again]]
     if rewrite:  # mostly codes of photos gone: written anew, in the folder's order
