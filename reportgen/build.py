@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import code_pack, folder_map, freshness, similar
+from . import code_pack, folder_map, freshness, record_pack, similar
 from .cache import ResultCache, Unusable, fingerprint
 from .classes import classes
 from .config import Config
 from .discover import discover
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
-from .heap import collector_paused, collector_resumed, hand_back
+from .heap import collector_paused, collector_resumed, hand_back, small_pages
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .similar import Neighbours
 from .site import charts as site_charts
@@ -42,6 +42,7 @@ log = logging.getLogger("reportgen")
 STAT_INDEX = "stat-index.sqlite"
 SIMILAR = "similar.npz"
 CODES = "codes.pack"
+RECORDS = "records.pack"
 RAY_MISSING = "--engine ray needs the ray extra: pip install 'reportgen[ray]'"
 PAGES_LIMIT = 1_000_000_000
 """GitHub Pages' limit on a published site, in bytes."""
@@ -86,6 +87,8 @@ class Gathered:
     settled: bool = True
     """Whether every photo found has a result or a lasting verdict (none was left out for now,
     unreadable or changed while the build ran: the next build must try those again)."""
+    stamps: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    """:meth:`ResultCache.entry_stamp` of the entries read from the record pack, by key."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     out.check(input_dir=input_dir, force=config.force)
     clock = _Stopwatch()
     try:
-        with out.lock(wait=config.wait):
+        with out.lock(wait=config.wait), small_pages():
             sources, unreadable = _find_photos(config, input_dir, out)
             weights = resolve_weights(config.weights, progress=progress)
             for warning in weights.warnings:
@@ -180,8 +183,11 @@ def gather(
     from it, if any). Raises InputError when the folder holds no photo that could be read."""
     sources, unreadable, weights, cache, model = found
     keys = {s.rel: cache.key(s.sha256) for s in sources}
+    pack = out.state / RECORDS
     with collector_paused(keep=True):  # kept to the end of the build
-        stored = {} if config.full else {s.rel: cache.load(keys[s.rel]) for s in sources}
+        stored, stamps, packed = (
+            ({}, {}, (set(), 0)) if config.full else _stored(sources, keys, cache, pack)
+        )
     todo = [s for s in sources if stored.get(s.rel) is None]
     device, unread = None, {}
     clock.lap("discover")
@@ -211,6 +217,9 @@ def gather(
     clock.lap("inference")
     with collector_paused(keep=True):
         photos, skipped = _placed(sources, keys, stored, unread)
+    records = {keys[s.rel]: r for s in sources if isinstance(r := stored.get(s.rel), PhotoRecord)}
+    held, count = packed
+    record_pack.save(pack, records, (k for k in records if k not in held), count)
     computed_keys = {keys[s.rel] for s in todo}
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
@@ -227,13 +236,37 @@ def gather(
         computed=sum(1 for p in photos if p.key in computed_keys),
         device=device,
         settled=all(isinstance(stored.get(s.rel), (PhotoRecord, Unusable)) for s in sources),
+        stamps=stamps,
     )
+
+
+def _stored(
+    sources: list[Source], keys: dict[str, str], cache: ResultCache, pack: Path
+) -> tuple[dict[str, PhotoRecord | Unusable | None], dict[str, bytes], tuple[set[str], int]]:
+    """Each photo's record or verdict, by relative path: from the site's record pack where it
+    holds the record and the cache still has its entry and pictures, else from the cache (None
+    where neither has it); the stamps of the entries taken from the pack; and the keys the pack
+    held, with how many records it holds in all."""
+    packed, count = record_pack.read(pack, keys.values())
+    stored: dict[str, PhotoRecord | Unusable | None] = {}
+    stamps: dict[str, bytes] = {}
+    for source in sources:
+        key = keys[source.rel]
+        record = packed.get(key)
+        stamp = cache.entry_stamp(key) if record is not None else None
+        if stamp is not None:
+            stored[source.rel] = record
+            stamps[key] = stamp
+        else:
+            stored[source.rel] = cache.load(key)
+    return stored, stamps, (set(packed), count)
 
 
 def _remember(out: OutputFolder, now: str, gathered: Gathered, analysed: Analysed) -> None:
     """Record what this build was made from, for the next one to tell whether it has work; or
     forget it, when photos were left out for now (the next build must try them again)."""
-    stamps = gathered.cache.stamps(p.key for p in gathered.photos) if gathered.settled else None
+    keys = (p.key for p in gathered.photos)
+    stamps = gathered.cache.stamps(keys, gathered.stamps) if gathered.settled else None
     last = stamps and freshness.LastBuild(now, stamps, tuple(gathered.skipped), analysed.problems)
     freshness.record(out.state / freshness.LAST_BUILD, last or None)
 
@@ -262,7 +295,7 @@ def _unchanged(
         log.warning("%s", problem)
     return BuildResult(
         out_dir=config.out_dir,
-        photos=_CachedPhotos(photos, keys, cache, config.input_dir),
+        photos=_CachedPhotos(photos, keys, cache, config.input_dir, out.state / RECORDS),
         skipped=last.skipped,
         computed=0,
         reused=len(photos),
@@ -276,9 +309,15 @@ class _CachedPhotos(Sequence[PhotoRecord]):
     first looked at (a build that needs nothing else never reads them)."""
 
     def __init__(
-        self, sources: list[Source], keys: dict[str, str], cache: ResultCache, input_dir: Path
+        self,
+        sources: list[Source],
+        keys: dict[str, str],
+        cache: ResultCache,
+        input_dir: Path,
+        pack: Path,
     ) -> None:
         self._sources, self._keys, self._cache, self._input = sources, keys, cache, input_dir
+        self._pack = pack
         self._records: list[PhotoRecord] | None = None
 
     def __len__(self) -> int:
@@ -294,7 +333,8 @@ class _CachedPhotos(Sequence[PhotoRecord]):
         if self._records is None:
             model = self._cache.load_model()
             with collector_paused():
-                entries = [self._cache.load(self._keys[s.rel]) for s in self._sources]
+                stored, _, _ = _stored(self._sources, self._keys, self._cache, self._pack)
+            entries = [stored[s.rel] for s in self._sources]
             if model is None or not all(isinstance(e, PhotoRecord) for e in entries):
                 raise BuildError("the cache changed after the build; build again")
             rels = [s.rel for s in self._sources]

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -146,20 +146,34 @@ class ResultCache:
             return None
         return record if self.has_pictures(key) else None
 
-    def stamps(self, keys: Iterable[str]) -> str | None:
+    def stamps(self, keys: Iterable[str], known: Mapping[str, bytes] | None = None) -> str | None:
         """A hash of the size and mtime of each entry under ``keys`` and of its pictures: what
         changes when any of them is damaged, emptied or replaced, found without reading them.
-        None when one is missing."""
+        None when one is missing or empty. ``known``: :meth:`entry_stamp` of some of the keys,
+        taken earlier in the build (their files are never written again under the same key)."""
         digest = hashlib.sha256()
+        known = known or {}
         for key in keys:
-            names = [self._entry_path_name(key), *self._files(key)]
-            for name in names:
-                try:
-                    st = os.stat(name)
-                except OSError:
-                    return None
-                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            stamp = known.get(key) or self.entry_stamp(key)
+            if stamp is None:
+                return None
+            digest.update(stamp)
         return digest.hexdigest()
+
+    def entry_stamp(self, key: str) -> bytes | None:
+        """The size and mtime of the entry under ``key`` and of every file it needs beside it,
+        as :meth:`stamps` hashes them; None when one is missing or empty (then the entry is of no
+        use: :meth:`load` would not take it either)."""
+        lines = []
+        for name in (self._entry_path_name(key), *self._files(key)):
+            try:
+                st = os.stat(name)
+            except OSError:
+                return None
+            if not st.st_size:
+                return None
+            lines.append(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+        return "".join(lines).encode()
 
     def _files(self, key: str) -> list[str]:
         """What a record under ``key`` needs beside it: its pictures and its fc7 code."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 import sys
 
+import numpy as np
 import pytest
 
 import reportgen
-from reportgen.heap import collector_paused, glibc
+from reportgen.heap import collector_paused, glibc, small_pages
 from reportgen.inference.memory import WarmHeap, resident_bytes
 
 from .conftest import SAMPLE_PHOTOS
@@ -74,3 +75,17 @@ def test_a_caller_s_own_frozen_objects_stay_frozen_through_a_build(tmp_path):
         assert gc.get_freeze_count() > theirs // 2
     finally:
         gc.unfreeze()
+
+
+def test_numpy_huge_pages_are_off_for_the_block_only():
+    switch = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        pytest.skip("this NumPy has no switch for huge pages")
+    before = switch(True)
+    try:
+        with pytest.raises(KeyError), small_pages():
+            assert switch(False) is False  # off inside
+            raise KeyError("a failing build")
+        assert switch(True) is True  # as it was, after a failure too
+    finally:
+        switch(before)

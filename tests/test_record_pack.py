@@ -1,0 +1,156 @@
+"""The site's pack of photo records: a copy of the cache's entries, read in one go."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import marshal
+
+import pytest
+
+from reportgen import record_pack, serial
+from reportgen.cache import ResultCache
+from reportgen.cli import main
+from reportgen.records import LayerRange, PhotoRecord, Prediction
+
+from .conftest import state_of
+
+
+def key(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def record(i: int) -> PhotoRecord:
+    return PhotoRecord(
+        width=100 + i,
+        height=50,
+        frames=1,
+        top5=(Prediction(i, f"class «{i}»", 0.5 + i / 1e6), Prediction(999, "other", 0.25)),
+        cams=(f"data:image/png;base64,{i}",),
+        conv1_mean=(0.125 * i, -1.5),
+        conv1_max=(3.0, 2.96846 + i),
+        ranges=(LayerRange("conv1", -2.5, 3.0 + i),),
+    )
+
+
+def same(a: PhotoRecord, b: PhotoRecord) -> bool:
+    return serial.dump(a) == serial.dump(b)
+
+
+def records(*numbers: int) -> dict[str, PhotoRecord]:
+    return {key(i): record(i) for i in numbers}
+
+
+def test_records_come_back_as_they_were_kept(tmp_path):
+    pack = tmp_path / "records.pack"
+    assert record_pack.read(pack, [key(1)]) == ({}, 0)
+    kept = records(1, 2, 3)
+    record_pack.save(pack, kept, kept, 0)
+    found, held = record_pack.read(pack, [key(3), key(1), key(7)])
+    assert held == 3 and sorted(found) == sorted([key(1), key(3)])
+    assert all(same(found[k], kept[k]) for k in found)
+    assert isinstance(found[key(1)].top5[0], Prediction)
+
+
+def test_added_records_are_appended_and_a_mostly_dead_pack_is_written_anew(tmp_path):
+    pack = tmp_path / "records.pack"
+    record_pack.save(pack, records(*range(6)), records(*range(6)), 0)
+    size = pack.stat().st_size
+    now = records(*range(7))
+    record_pack.save(pack, now, [key(6)], 6)  # one added: appended
+    assert pack.stat().st_size > size
+    found, held = record_pack.read(pack, now)
+    assert held == 7 and all(same(found[k], now[k]) for k in now)
+
+    few = records(5, 6, 8)  # five of seven gone, one added: more dead than alive
+    record_pack.save(pack, few, [key(8)], 7)
+    found, held = record_pack.read(pack, [key(i) for i in range(10)])
+    assert held == 3 and sorted(found) == sorted(few)
+    assert all(same(found[k], few[k]) for k in few)
+
+
+def test_a_chunk_cut_short_by_a_kill_is_dropped_and_overwritten(tmp_path):
+    pack = tmp_path / "records.pack"
+    record_pack.save(pack, records(1, 2), records(1, 2), 0)
+    whole = pack.stat().st_size
+    record_pack.save(pack, records(1, 2, 3), [key(3)], 2)
+    with open(pack, "r+b") as fh:
+        fh.truncate(pack.stat().st_size - 5)  # the last chunk, cut short
+    found, held = record_pack.read(pack, [key(1), key(2), key(3)])
+    assert held == 2 and sorted(found) == sorted([key(1), key(2)])
+
+    record_pack.save(pack, records(1, 2, 4), [key(4)], 2)
+    found, held = record_pack.read(pack, [key(1), key(2), key(4)])
+    assert held == 3 and len(found) == 3
+    assert pack.stat().st_size > whole
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        marshal.dumps((record_pack.FORMAT + 1, record_pack.layout(), [])),  # a later format
+        marshal.dumps((record_pack.FORMAT, "[('width', 'int')]", [])),  # other records
+        marshal.dumps((record_pack.FORMAT, record_pack.layout(), [(key(2), {"width": 1})])),
+        b"\x00not marshal at all",
+    ],
+    ids=["format", "layout", "record", "garbage"],
+)
+def test_a_pack_of_another_version_or_damaged_is_ignored(tmp_path, chunk):
+    pack = tmp_path / "records.pack"
+    record_pack.save(pack, records(1), records(1), 0)
+    with open(pack, "ab") as fh:
+        fh.write(len(chunk).to_bytes(record_pack.HEADER, "little") + chunk)
+    assert record_pack.read(pack, [key(1), key(2)]) == ({}, 0)
+
+
+def counting_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the cache entries read from here on."""
+    read: list[str] = []
+    load = ResultCache.load
+
+    def counting(self, key):
+        read.append(key)
+        return load(self, key)
+
+    monkeypatch.setattr(ResultCache, "load", counting)
+    return read
+
+
+def test_a_rebuild_takes_its_records_from_the_pack(tmp_path, weights_file, photos_dir, monkeypatch):
+    out = tmp_path / "site"
+    args = ["build", str(photos_dir), "--out", str(out), "--weights", str(weights_file), "--quiet"]
+    assert main(args) == 0
+    pages = {p: p.read_bytes() for p in out.rglob("*.html")}
+    pack = state_of(out) / "records.pack"
+    assert pack.is_file()
+
+    read = counting_loads(monkeypatch)
+    (out / "index.html").unlink()  # the site has work to do: nothing else changed
+    assert main(args) == 0
+    assert read == []  # every record came from the pack
+    assert {p: p.read_bytes() for p in out.rglob("*.html")} == pages
+
+    pack.unlink()  # without it, the same site from the cache's entries
+    (out / "index.html").unlink()
+    assert main(args) == 0
+    assert len(set(read)) == len(list(photos_dir.rglob("*.jpg")))
+    assert {p: p.read_bytes() for p in out.rglob("*.html")} == pages
+
+
+def test_a_packed_record_whose_pictures_left_the_cache_is_computed_again(
+    tmp_path, weights_file, photos_dir
+):
+    out = tmp_path / "site"
+    args = ["build", str(photos_dir), "--out", str(out), "--weights", str(weights_file), "--quiet"]
+    assert main(args) == 0
+    cache = state_of(out) / "cache"
+    crops = sorted((cache / "pictures").rglob("*-input.jpg"))
+    crops[0].unlink()
+    (out / "index.html").unlink()
+    assert main(args) == 0
+    assert crops[0].is_file()  # drawn again, not linked from nowhere
+
+
+def test_the_layout_names_every_stored_field():
+    names = [f.name for f in dataclasses.fields(PhotoRecord) if f.metadata.get("stored", True)]
+    assert all(repr(name) in record_pack.layout() for name in names)
