@@ -88,7 +88,7 @@ class Gathered:
     """Whether every photo found has a result or a lasting verdict (none was left out for now,
     unreadable or changed while the build ran: the next build must try those again)."""
     stamps: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    """:meth:`ResultCache.entry_stamp` of the entries read from the record pack, by key."""
+    """:meth:`ResultCache.entry_stamp` of each photo's entry, by key, taken in this build."""
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,7 @@ def gather(
     keys = {s.rel: cache.key(s.sha256) for s in sources}
     pack = out.state / RECORDS
     with collector_paused(keep=True):  # kept to the end of the build
-        stored, stamps, packed = (
-            ({}, {}, (set(), 0)) if config.full else _stored(sources, keys, cache, pack)
-        )
+        stored, stamps, held = ({}, {}, 0) if config.full else _stored(sources, keys, cache, pack)
     todo = [s for s in sources if stored.get(s.rel) is None]
     device, unread = None, {}
     clock.lap("discover")
@@ -218,8 +216,7 @@ def gather(
     with collector_paused(keep=True):
         photos, skipped = _placed(sources, keys, stored, unread)
     records = {keys[s.rel]: r for s in sources if isinstance(r := stored.get(s.rel), PhotoRecord)}
-    held, count = packed
-    record_pack.save(pack, records, (k for k in records if k not in held), count)
+    _pack_records(pack, cache, records, stamps, held)
     computed_keys = {keys[s.rel] for s in todo}
     skipped = sorted([*unreadable, *skipped], key=lambda s: s.source)
     for item in skipped:
@@ -242,24 +239,42 @@ def gather(
 
 def _stored(
     sources: list[Source], keys: dict[str, str], cache: ResultCache, pack: Path
-) -> tuple[dict[str, PhotoRecord | Unusable | None], dict[str, bytes], tuple[set[str], int]]:
-    """Each photo's record or verdict, by relative path: from the site's record pack where it
-    holds the record and the cache still has its entry and pictures, else from the cache (None
-    where neither has it); the stamps of the entries taken from the pack; and the keys the pack
-    held, with how many records it holds in all."""
+) -> tuple[dict[str, PhotoRecord | Unusable | None], dict[str, bytes], int]:
+    """Each photo's record or verdict, by relative path: the site's record pack's copy where the
+    cache's entry is as it was when copied (same stamp), else the cache's (None where it has
+    none); the stamps of the entries whose copies were taken; and how many copies the pack holds."""
     packed, count = record_pack.read(pack, keys.values())
     stored: dict[str, PhotoRecord | Unusable | None] = {}
     stamps: dict[str, bytes] = {}
     for source in sources:
         key = keys[source.rel]
-        record = packed.get(key)
-        stamp = cache.entry_stamp(key) if record is not None else None
-        if stamp is not None:
-            stored[source.rel] = record
+        copy = packed.get(key)
+        stamp = cache.entry_stamp(key) if copy is not None else None
+        if stamp is not None and copy is not None and stamp == copy[0]:
+            stored[source.rel] = copy[1]
             stamps[key] = stamp
         else:
             stored[source.rel] = cache.load(key)
-    return stored, stamps, (set(packed), count)
+    return stored, stamps, count
+
+
+def _pack_records(
+    pack: Path,
+    cache: ResultCache,
+    records: dict[str, PhotoRecord],
+    stamps: dict[str, bytes],
+    held: int,
+) -> None:
+    """Copy into the site's record pack (which holds ``held`` copies) the ``records`` whose copies
+    were not taken from it (those not in ``stamps``), each with its entry's stamp, which is added
+    to ``stamps``."""
+    taken = set(stamps)
+    for key in records.keys() - taken:
+        stamp = cache.entry_stamp(key)
+        if stamp is not None:
+            stamps[key] = stamp
+    copies = {key: (stamps[key], record) for key, record in records.items() if key in stamps}
+    record_pack.save(pack, copies, (key for key in copies if key not in taken), held)
 
 
 def _remember(out: OutputFolder, now: str, gathered: Gathered, analysed: Analysed) -> None:
