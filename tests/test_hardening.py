@@ -360,6 +360,42 @@ def test_an_interrupted_first_build_does_not_block_the_next(tmp_path, monkeypatc
     assert build(src, out) == 0
 
 
+def test_files_a_swap_cut_short_moved_in_stay_reportgens(tmp_path, monkeypatch):
+    """A kill half-way through the swap leaves new files in the site that the manifest does not
+    name yet: the swap's journal names them, so the next build owns them (replaces or deletes
+    them) and does not take the site as intact."""
+    import reportgen.site.output as output
+
+    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    assert build(src, out) == 0
+    shutil.copy(SAMPLE_PHOTOS[2], src / "added.jpg")
+    moves = []
+    replace = os.replace
+
+    def killed_after_three(source, target):
+        into_site = Path(target).is_relative_to(out) and Path(target).name != output.MARKER
+        if into_site and len(moves) == 3:
+            raise KeyboardInterrupt
+        if into_site:
+            moves.append(Path(target))
+        replace(source, target)
+
+    monkeypatch.setattr(output.os, "replace", killed_after_three)
+    assert build(src, out) == 130
+    monkeypatch.undo()
+    moved = [p.relative_to(out).as_posix() for p in moves]
+    assert moved and all((out / rel).is_file() for rel in moved)
+    folder = output.OutputFolder(out)
+    assert folder.intact() is None
+    assert set(moved) <= folder.owned_files().keys()
+
+    (src / "added.jpg").unlink()  # the files moved in for it are no longer in the site
+    assert build(src, out) == 0
+    assert not any((out / rel).exists() for rel in moved if "added" in rel or "img/" in rel)
+    assert not (state_of(out) / output.SWAPPING).exists()
+    assert build(src, out) == 0 and folder.intact() is not None
+
+
 # --- bugs -----------------------------------------------------------------------------------
 
 
