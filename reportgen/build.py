@@ -190,22 +190,7 @@ def gather(
     device, unread = None, {}
     clock.lap("discover")
     if todo or model is None:
-        # torch (and ray) are imported here, and only here.
-        with collector_paused():
-            if config.engine == "ray" and todo:
-                from .inference.ray_engine import run_model_on_ray as run_model
-            else:
-                from .inference.stage import run_model
-
-        clock.lap("import torch")
-        try:
-            run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
-        except KeyboardInterrupt:
-            raise Interrupted(_interrupted(cache.stored)) from None
-        model, device, unread = run.model, run.device, run.unread
-        clock["load model"] = run.load_seconds
-        if run.store_seconds:
-            clock["store results"] = run.store_seconds
+        model, device, unread = _run_model(config, found, todo, keys, clock, progress=progress)
         # Kept out of the collector's sight with torch's own objects, which every later full
         # collection would scan again (0.15 s each). What the model's run left for the collector
         # is kept too, till the build ends: measured, ten small objects (the model itself is
@@ -235,6 +220,36 @@ def gather(
         settled=all(isinstance(stored.get(s.rel), (PhotoRecord, Unusable)) for s in sources),
         stamps=stamps,
     )
+
+
+def _run_model(
+    config: Config,
+    found: tuple[list[Source], list[Skipped], WeightsSpec, ResultCache, ModelEntry | None],
+    todo: list[Source],
+    keys: dict[str, str],
+    clock: _Stopwatch,
+    *,
+    progress: bool,
+) -> tuple[ModelEntry, str | None, dict[str, str]]:
+    """Run the model over ``todo``, storing each photo's results in the cache: the model's
+    description, where it ran, and why each photo it could not use was left out, by key."""
+    _, _, weights, cache, model = found
+    # torch (and ray) are imported here, and only here.
+    with collector_paused():
+        if config.engine == "ray" and todo:
+            from .inference.ray_engine import run_model_on_ray as run_model
+        else:
+            from .inference.stage import run_model
+
+    clock.lap("import torch")
+    try:
+        run = run_model(weights, todo, keys, cache, config, progress=progress, described=model)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(cache.stored)) from None
+    clock["load model"] = run.load_seconds
+    if run.store_seconds:
+        clock["store results"] = run.store_seconds
+    return run.model, run.device, run.unread
 
 
 def _stored(

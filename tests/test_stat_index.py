@@ -250,6 +250,7 @@ def test_a_rebuild_with_nothing_changed_reads_no_record_and_says_the_same(
     tmp_path, monkeypatch, caplog, rendered
 ):
     import reportgen.cache
+    import reportgen.record_pack
 
     src, out = settled(tmp_path / "in", 3), tmp_path / "site"
     (src / "broken.jpg").write_bytes(b"not a photo")
@@ -259,16 +260,22 @@ def test_a_rebuild_with_nothing_changed_reads_no_record_and_says_the_same(
     monkeypatch.setattr(
         reportgen.cache.ResultCache, "load", lambda self, key: loads.append(key) or real(self, key)
     )
+    packs: list[int] = []
+    read_pack = reportgen.record_pack.read
+    monkeypatch.setattr(
+        reportgen.record_pack, "read", lambda *args: packs.append(1) or read_pack(*args)
+    )
     caplog.clear()
     rendered.clear()
     again = build(src, out)
-    assert loads == [] and again.computed == 0 and again.reused == 3
+    assert loads == [] and packs == [] and again.computed == 0 and again.reused == 3
     assert "summary.html" not in rendered
     assert again.skipped == first.skipped and again.site_bytes == first.site_bytes
     assert "skipped broken.jpg: " in caplog.text  # said again, as every build says it
-    # The photos are there for a caller who looks (read from the cache only then).
+    # The photos are there for a caller who looks (read from the site's record pack only then).
     assert [p.top5 for p in again.photos] == [p.top5 for p in first.photos]
-    assert [p.page for p in again.photos] == [p.page for p in first.photos] and len(loads) == 3
+    assert [p.page for p in again.photos] == [p.page for p in first.photos]
+    assert len(packs) == 1 and loads == []
 
 
 @pytest.mark.parametrize(
