@@ -161,10 +161,11 @@ class ResultCache:
         return digest.hexdigest()
 
     def entry_stamp(self, key: str) -> bytes | None:
-        """The size and mtime of the entry under ``key`` and of every file it needs beside it,
-        as :meth:`stamps` hashes them; None when one is missing or empty (then the entry is of no
-        use: :meth:`load` would not take it either)."""
-        lines = []
+        """The key, and the size and mtime of the entry under it and of every file it needs
+        beside it (in the order of :meth:`_files`), as :meth:`stamps` hashes them; None when one
+        is missing or empty (then the entry is of no use: :meth:`load` would not take it
+        either)."""
+        stamp = [key]
         for name in (self._entry_path_name(key), *self._files(key)):
             try:
                 st = os.stat(name)
@@ -172,8 +173,8 @@ class ResultCache:
                 return None
             if not st.st_size:
                 return None
-            lines.append(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
-        return "".join(lines).encode()
+            stamp += (str(st.st_size), str(st.st_mtime_ns))
+        return ("\0".join(stamp) + "\n").encode()
 
     def _files(self, key: str) -> list[str]:
         """What a record under ``key`` needs beside it: its pictures and its fc7 code."""

@@ -7,8 +7,13 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from PIL import Image
+
+from reportgen.records import PhotoRecord, Prediction
+from reportgen.site.pages import image_line
 
 from .conftest import SAMPLE_PHOTOS, run_cli
 from .htmltools import images, links
@@ -278,3 +283,25 @@ def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
                    next(p for p in photos if p.source == s).top5[0].label.lower()))
         }  # fmt: skip
         assert matching == expected, query
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    source=st.text(min_size=1),
+    labels=st.lists(st.text(), min_size=1, max_size=5),
+    probabilities=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+    index=st.integers(0, 10**6),
+)
+def test_a_photo_line_of_predictions_json_is_what_json_writes(source, labels, probabilities, index):
+    """predictions.json's lines are put together by hand for speed: the same text as json.dumps."""
+    top5 = tuple(Prediction(index + i, label, probabilities[i]) for i, label in enumerate(labels))
+    record = PhotoRecord(1, 1, 1, top5, (), (), (), (), source=source)
+    expected = {
+        "source": source,
+        "page": record.page,
+        "top5": [
+            {"index": t.index, "label": t.label, "probability": round(t.probability, 6)}
+            for t in top5
+        ],
+    }
+    assert image_line(record) == json.dumps(expected, ensure_ascii=False)

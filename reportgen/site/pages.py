@@ -523,11 +523,15 @@ def predictions_csv(site: SiteContent) -> bytes:
         ["source", "page", "truth"]
         + [f"top{k}_{field}" for k in ranks for field in ("index", "label", "probability")]
     )
-    for p in sorted(site.photos, key=lambda p: p.source):
-        row = [p.source, p.page, p.truth or ""]
-        for t in p.top5:
-            row += [t.index, t.label, exported(t.probability)]
-        out.writerow(row)
+    out.writerows(
+        [
+            p.source,
+            p.page,
+            p.truth or "",
+            *[v for t in p.top5 for v in (t.index, t.label, exported(t.probability))],
+        ]
+        for p in sorted(site.photos, key=lambda p: p.source)
+    )
     return buffer.getvalue().encode("utf-8")
 
 
@@ -538,24 +542,14 @@ def predictions_json(site: SiteContent) -> bytes:
     2.7 s for 20,000 photos."""
     model = site.model
     head = {"arch": model.arch, "weights": model.weights, "sha256": model.sha256}
-    images = (
-        {
-            "source": p.source,
-            "page": p.page,
-            "top5": [
-                {"index": t.index, "label": t.label, "probability": exported(t.probability)}
-                for t in p.top5
-            ],
-        }
-        for p in sorted(site.photos, key=lambda p: p.source)
-    )
+    images = (image_line(p) for p in sorted(site.photos, key=lambda p: p.source))
     skipped = (
         {"source": s.source, "reason": s.reason}
         for s in sorted(site.skipped, key=lambda s: s.source)
     )
     parts = [
         '{\n"model": ' + _line({**head, "decode": site.decode}),
-        ',\n"images": [' + ",".join("\n" + _line(image) for image in images) + "\n]",
+        ',\n"images": [' + ",".join("\n" + image for image in images) + "\n]",
         ',\n"skipped": [' + ",".join("\n" + _line(item) for item in skipped) + "\n]",
         "\n}\n",
     ]
@@ -564,3 +558,22 @@ def predictions_json(site: SiteContent) -> bytes:
 
 def _line(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
+
+
+def image_line(p: PhotoRecord) -> str:
+    """One photo's line of predictions.json: the text :func:`_line` makes of
+    ``{"source": …, "page": …, "top5": [{"index": …, "label": …, "probability": …}, …]}``,
+    put together here from each value's JSON (floats and integers by their repr, as json writes
+    them; a label, one of a thousand, encoded once): 0.4 s for 20,000 photos through json.dumps,
+    for the 200,000 small dicts it needed."""
+    top5 = ", ".join(
+        f'{{"index": {t.index!r}, "label": {_label_json(t.label)}, '
+        f'"probability": {exported(t.probability)!r}}}'
+        for t in p.top5
+    )
+    return f'{{"source": {_line(p.source)}, "page": {_line(p.page)}, "top5": [{top5}]}}'
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_json(label: str) -> str:
+    return _line(label)
