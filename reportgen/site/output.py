@@ -24,6 +24,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .. import __version__
 from ..errors import BuildError, UsageError
@@ -270,6 +271,28 @@ class Staging:
         """Each staged file's sha256 ('' for pictures) and input key."""
         self._old = folder.owned_files()
         self._root = os.fspath(folder.root)
+
+    def mark(self) -> tuple[frozenset[str], int, int]:
+        """What is staged or kept so far: for :meth:`since`."""
+        return frozenset(self.files), len(self.kept), len(self.made)
+
+    def since(self, mark: tuple[frozenset[str], int, int]) -> tuple[Any, ...]:
+        """What this staging took since ``mark``, for :meth:`merge` into the staging of the
+        process that forked this one (each file is staged by one process only)."""
+        files, kept, made = mark
+        return (
+            self.files - files,
+            list(self.kept.items())[kept:],
+            list(self.made.items())[made:],
+        )
+
+    def merge(self, taken: tuple[Any, ...]) -> None:
+        """Take what a forked copy of this staging took (:meth:`since`): its files are in the
+        staging folder already."""
+        files, kept, made = taken
+        self.files |= files
+        self.kept.update(kept)
+        self.made.update(made)
 
     def path(self, rel: str) -> Path:
         """Where a site-relative file is staged (its folder created)."""

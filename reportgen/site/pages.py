@@ -11,16 +11,16 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jinja2
 import markupsafe
 from tqdm import tqdm
 
-from .. import __version__
+from .. import __version__, forked
 from ..layout import CONV_LAYERS, KERNEL_SCALE, kernel_grid, layer_grids
 from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from ..similar import DUPLICATE_DISTANCE, Duplicate, Neighbours
@@ -146,21 +146,73 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
         out: takes each site-relative path and its bytes.
         progress: show a progress bar for the photo pages.
     """
-    write = out.write
     writer = PageWriter(site, out)
-    writer.assets()
-    writer.page("kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos))
-    total_params = sum(layer.parameters for layer in site.model.layers)
-    conv_names = {module: name for name, module in CONV_LAYERS.items()}
-    writer.page("model.html", "model.html", total_parameters=total_params, conv_names=conv_names)
-    writer.summary_page()
-    for position in tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress):
-        writer.photo_page(position)
-    writer.index_pages()
+    if len(site.photos) >= SPLIT_FROM and forked.available() and isinstance(out, Shared):
+        _write_split(writer, out, progress=progress)
+    else:
+        writer.common_pages()
+        bar = tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress)
+        for position in bar:
+            writer.photo_page(position)
+        writer.index_pages()
+        writer.map_page()
+        writer.exports()
+    # For publishing from a branch: no Jekyll processing, so every file is served as written.
+    out.write(".nojekyll", b"")
+
+
+SPLIT_FROM = 2000
+"""Photos from which the pages are written by two processes, where the system can fork (see
+:func:`_write_split`). Measured at 20,000 photos on 2 cores, adding 10 that sort last: the pages
+took 1.24 s instead of 1.55 s; sorting first, 2.43 s instead of 3.17 s. Below this the pages take
+well under a second, and the fork (15 ms for a build holding torch) is not worth its risks."""
+
+
+@runtime_checkable
+class Shared(Output, Protocol):
+    """An output a forked copy of the writer can write to as well (see :class:`Staging`)."""
+
+    def mark(self) -> Any: ...
+
+    def since(self, mark: Any) -> Any: ...
+
+    def merge(self, taken: Any) -> None: ...
+
+
+def _write_split(writer: PageWriter, out: Shared, *, progress: bool) -> None:
+    """:func:`write_site`'s pages, by this process and a forked copy of it: the copy writes the
+    map and the exports while this one writes the assets and the summary pages, then both take
+    index and photo pages, a block at a time, until none is left."""
+    writer.identities, writer._conv1_map  # noqa: B018 (worked out once, for both processes)
+    count = writer.index_count + len(writer.site.photos)
+    blocks = forked.Blocks(count)
+    bar = tqdm(total=count, desc="pages", unit="page", disable=not progress)
+    try:
+        helper = forked.Forked(lambda: _second_share(writer, out, blocks))
+        try:
+            writer.common_pages()
+            for job in blocks:
+                writer.page_job(job)
+                if job % blocks.size == 0:  # a block begun: how far both have got
+                    bar.update(min(blocks.taken(), count) - bar.n)
+        except BaseException:
+            helper.cancel()
+            raise
+        out.merge(helper.result())
+        bar.update(count - bar.n)
+    finally:
+        bar.close()
+        blocks.close()
+
+
+def _second_share(writer: PageWriter, out: Shared, blocks: Iterable[int]) -> Any:
+    """The forked copy's share of :func:`_write_split`; what it staged."""
+    mark = out.mark()
     writer.map_page()
     writer.exports()
-    # For publishing from a branch: no Jekyll processing, so every file is served as written.
-    write(".nojekyll", b"")
+    for job in blocks:
+        writer.page_job(job)
+    return out.since(mark)
 
 
 class PageWriter:
@@ -228,35 +280,61 @@ class PageWriter:
         for path, data in search_index(self.site).items():
             self.out.write(path, data, key)
 
+    def common_pages(self) -> None:
+        """The assets, and the pages that are not made one a photo or an index page."""
+        site = self.site
+        self.assets()
+        self.page(
+            "kernels.html", "kernels.html", kernels=site.kernels, photos_count=len(site.photos)
+        )
+        total_params = sum(layer.parameters for layer in site.model.layers)
+        conv_names = {module: name for name, module in CONV_LAYERS.items()}
+        self.page("model.html", "model.html", total_parameters=total_params, conv_names=conv_names)
+        self.summary_page()
+
     def assets(self) -> None:
         folder = resources.files("reportgen.templates.static")
         for name in STATIC_FILES:
             self.write(f"{ASSETS_DIR}/{name}", folder.joinpath(name).read_bytes())
 
+    @property
+    def index_count(self) -> int:
+        """How many index pages the folder takes."""
+        return max(1, -(-len(self.site.photos) // self.site.per_page))
+
     def index_pages(self) -> None:
-        photos = list(self.site.photos)
-        size = self.site.per_page
-        count = max(1, -(-len(photos) // size))
+        for n in range(1, self.index_count + 1):
+            self.index_page(n)
+
+    def index_page(self, n: int) -> None:
+        """The ``n``-th index page (from 1)."""
+        photos, size, count = self.site.photos, self.site.per_page, self.index_count
+        shown = photos[(n - 1) * size : n * size]
+        identities = self.identities[(n - 1) * size : n * size]
         # Only the first page counts the folder and lists the skipped files: the others change
         # only with their own photos and the number of pages.
-        front = f"{len(photos)}/{self.site.skipped!r}"
-        for n in range(1, count + 1):
-            shown = photos[(n - 1) * size : n * size]
-            identities = self.identities[(n - 1) * size : n * size]
-            key = f"{n}/{count}/{front if n == 1 else ''}/" + "/".join(identities)
-            self.keyed_page(
-                "index.html",
-                naming.index_page(n),
-                key,
-                photos=shown,
-                pages=pager(n, count),
-                page_count=count,
-                current=n,
-                first=(n - 1) * size + 1,
-                # What the key leaves out of the other pages is not given to them.
-                total=len(photos) if n == 1 else None,
-                skipped=self.site.skipped if n == 1 else (),
-            )
+        front = f"{len(photos)}/{self.site.skipped!r}" if n == 1 else ""
+        self.keyed_page(
+            "index.html",
+            naming.index_page(n),
+            f"{n}/{count}/{front}/" + "/".join(identities),
+            photos=shown,
+            pages=pager(n, count),
+            page_count=count,
+            current=n,
+            first=(n - 1) * size + 1,
+            # What the key leaves out of the other pages is not given to them.
+            total=len(photos) if n == 1 else None,
+            skipped=self.site.skipped if n == 1 else (),
+        )
+
+    def page_job(self, job: int) -> None:
+        """One of the jobs :func:`_write_split` shares out: the index pages first (each of them
+        may be the longest to render), then the photo pages."""
+        if job < self.index_count:
+            self.index_page(job + 1)
+        else:
+            self.photo_page(job - self.index_count)
 
     def summary_page(self) -> None:
         self.page(

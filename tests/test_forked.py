@@ -1,0 +1,112 @@
+"""A share of the work in a forked copy of the build: the pages of large folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import reportgen
+from reportgen import forked
+from reportgen.errors import BuildError
+from reportgen.site import pages
+
+from .conftest import SAMPLE_PHOTOS
+
+pytestmark = pytest.mark.skipif(not forked.available(), reason="forks only on Linux")
+
+
+def test_the_copy_hands_back_what_its_work_returned_or_raised():
+    assert forked.Forked(lambda: {"pages": [1, 2], "pid": os.getpid()}).result()["pages"] == [1, 2]
+    assert forked.Forked(lambda: os.getpid()).result() != os.getpid()
+
+    def fails():
+        raise BuildError("disk full while writing pages/x.html")
+
+    with pytest.raises(BuildError, match="disk full"):
+        forked.Forked(fails).result()
+
+
+def test_a_copy_that_dies_without_a_word_is_an_error_not_a_hang():
+    with pytest.raises(BuildError, match="second process ended"):
+        forked.Forked(lambda: os._exit(3)).result()
+
+
+def test_a_cancelled_copy_is_stopped_and_reaped():
+    helper = forked.Forked(lambda: time.sleep(60))
+    helper.cancel()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(helper._pid, os.WNOHANG)
+
+
+def test_blocks_are_shared_out_once_each_across_a_fork():
+    def take(blocks: forked.Blocks) -> list[int]:
+        return [time.sleep(0.0005) or n for n in blocks]  # work that takes a while
+
+    blocks = forked.Blocks(1000, size=7)
+    try:
+        helper = forked.Forked(lambda: take(blocks))
+        mine = take(blocks)
+        theirs = helper.result()
+    finally:
+        blocks.close()
+    assert sorted(mine + theirs) == list(range(1000))
+    assert mine and theirs
+
+
+def site_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_site_written_by_two_processes_is_the_site_written_by_one(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(7):
+        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], src / f"p{i}.jpg")
+    options = {"weights": "random", "workers": 0, "per_page": 2}
+    one = reportgen.build_site(src, tmp_path / "one", **options)
+    monkeypatch.setattr(pages, "SPLIT_FROM", 1)
+    splits = []
+    monkeypatch.setattr(
+        pages, "_write_split", lambda *a, **k: splits.append(1) or write_split(*a, **k)
+    )
+    two = reportgen.build_site(src, tmp_path / "two", **options)
+    assert splits and site_files(tmp_path / "two") == site_files(tmp_path / "one")
+    assert two.site_bytes == one.site_bytes
+
+    (src / "p3.jpg").unlink()  # a rebuild: the pages kept by either process stay kept
+    shutil.copy(SAMPLE_PHOTOS[0], src / "p0 again.jpg")
+    reportgen.build_site(src, tmp_path / "two", **options)
+    monkeypatch.setattr(pages, "SPLIT_FROM", 10**9)
+    reportgen.build_site(src, tmp_path / "one", **options)
+    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
+    assert len(splits) == 2
+
+
+write_split = pages._write_split
+
+
+def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    out = tmp_path / "site"
+    reportgen.build_site(src, out, weights="random", workers=0)
+    before = site_files(out)
+    monkeypatch.setattr(pages, "SPLIT_FROM", 1)
+    copy = os.getpid()
+
+    def broken_exports(self):
+        if os.getpid() != copy:  # only in the forked copy
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pages.PageWriter, "exports", broken_exports)
+    shutil.copy(SAMPLE_PHOTOS[3], src / "p3.jpg")
+    with pytest.raises(reportgen.ReportgenError, match="No space left"):
+        reportgen.build_site(src, out, weights="random", workers=0)
+    assert site_files(out) == before
+    assert not (out / ".reportgen-staging").exists()
