@@ -566,10 +566,13 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def _stage_pictures(analysed: Analysed, cache: ResultCache, staging: Staging) -> None:
-    """Link each picture from the cache into the new site (copies where links cannot be made)."""
-    staging.link(naming.KERNELS_PICTURE, cache.kernels_picture)
+    """Link each photo's pictures from the cache into the new site (copies where links cannot be
+    made): their names say what they show, so one in place is kept. The kernels' picture and the
+    summary's charts keep one name whatever they show: they are written by their bytes, so each
+    is replaced when it changes (linked and kept by name, they stayed as first drawn)."""
+    staging.write(naming.KERNELS_PICTURE, cache.kernels_picture.read_bytes())
     for name, path in analysed.charts.items():
-        staging.link(naming.summary_chart(name), path)
+        staging.write(naming.summary_chart(name), path.read_bytes())
     for photo in analysed.photos:
         for kind in cache.kinds:
             staging.link(photo.picture(kind), cache.picture_name(photo.key, kind))

@@ -94,6 +94,20 @@ def test_new_weights_or_decoding_options_recompute(tmp_path, weights_file):
     assert run_build(src, out, "random", max_pixels=10**7).computed == 0
 
 
+def test_pictures_that_keep_their_name_are_replaced_when_what_they_show_changes(
+    tmp_path, weights_file
+):
+    """The kernels' picture and the summary's charts have one name whatever they show: a rebuild
+    with other weights must not keep the old ones because they are in place."""
+    src, out, fresh = tmp_path / "in", tmp_path / "site", tmp_path / "fresh"
+    make_photos(src, 3)
+    run_build(src, out, str(weights_file))
+    run_build(src, out, "random")  # other kernels, other predictions
+    run_build(src, fresh, "random")
+    for name in ("conv1-kernels", "summary-classes", "summary-confidence", "summary-margin"):
+        assert (out / f"img/{name}.png").read_bytes() == (fresh / f"img/{name}.png").read_bytes()
+
+
 def test_two_builds_of_the_same_input_are_byte_identical(tmp_path, weights_file, photos_dir):
     a = run_build(photos_dir, tmp_path / "a", str(weights_file))
     b = run_build(photos_dir, tmp_path / "b", str(weights_file))
