@@ -160,6 +160,10 @@ class ResultCache:
             digest.update(stamp)
         return digest.hexdigest()
 
+    def has_entry(self, key: str) -> bool:
+        """Whether an entry under ``key`` is there (not whether it is whole: :meth:`load`)."""
+        return os.path.exists(self._entry_path_name(key))
+
     def entry_stamp(self, key: str) -> bytes | None:
         """The key, and the size and mtime of the entry under it and of every file it needs
         beside it (in the order of :meth:`_files`), as :meth:`stamps` hashes them; None when one

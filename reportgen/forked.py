@@ -44,6 +44,7 @@ class Forked:
             _run(work, write)
         os.close(write)
         self._pid, self._read = pid, read
+        self._reaped = False
 
     def result(self) -> Any:
         """What ``work`` returned, once it has finished.
@@ -55,9 +56,14 @@ class Forked:
         try:
             while chunk := os.read(self._read, 1 << 20):
                 chunks.append(chunk)
+        except BaseException:  # interrupted while waiting: the copy is stopped, not waited for
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            raise
         finally:
             os.close(self._read)
             _, status = os.waitpid(self._pid, 0)
+            self._reaped = True
         if not chunks:
             raise BuildError(
                 f"the build's second process ended without finishing its work (status {status})"
@@ -68,11 +74,15 @@ class Forked:
         return value
 
     def cancel(self) -> None:
-        """Stop the second process and wait for it to end."""
+        """Stop the second process and wait for it to end (nothing, once :meth:`result` has
+        waited for it)."""
+        if self._reaped:
+            return
         with contextlib.suppress(ProcessLookupError):  # ended already
             os.kill(self._pid, signal.SIGKILL)
         os.close(self._read)
         os.waitpid(self._pid, 0)
+        self._reaped = True
 
 
 class Blocks:

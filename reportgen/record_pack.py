@@ -64,12 +64,35 @@ Copy = tuple[bytes, PhotoRecord]
 def read(path: Path, keys: Iterable[str]) -> tuple[dict[str, Copy], int]:
     """The copies the pack at ``path`` holds under any of ``keys`` (the latest of each), and how
     many it holds in all (0 when there is none, or it is ignored)."""
+    raw, held = read_raw(path, keys)
+    try:
+        return {key: (stamp, typed(stored)) for key, (stamp, stored) in raw.items()}, held
+    except ValueError as exc:
+        log.info("record pack %s is damaged (%s); reading the cache instead", path, exc)
+        return {}, 0
+
+
+def typed(stored: object) -> PhotoRecord:
+    """A record from the form the pack keeps it in (:func:`read_raw`).
+
+    Raises:
+        ValueError: the copy is damaged.
+    """
+    try:
+        return serial.load(PhotoRecord, stored)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def read_raw(path: Path, keys: Iterable[str]) -> tuple[dict[str, tuple[bytes, object]], int]:
+    """:func:`read`, each record left as the pack keeps it, for :func:`typed` to make later (most
+    of the time a pack takes to read)."""
     wanted = set(keys)
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return {}, 0
-    found: dict[str, Copy] = {}
+    found: dict[str, tuple[bytes, object]] = {}
     held = 0
     try:
         with fh:
@@ -77,7 +100,7 @@ def read(path: Path, keys: Iterable[str]) -> tuple[dict[str, Copy], int]:
                 held += len(triples)
                 for key, stamp, stored in triples:
                     if key in wanted:
-                        found[key] = (_bytes(stamp), serial.load(PhotoRecord, stored))
+                        found[key] = (_bytes(stamp), stored)
     except (ValueError, TypeError, EOFError) as exc:
         log.info("record pack %s is damaged (%s); reading the cache instead", path, exc)
         return {}, 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,3 +112,45 @@ def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, 
         reportgen.build_site(src, out, weights="random", workers=0)
     assert site_files(out) == before
     assert not (out / ".reportgen-staging").exists()
+
+
+AHEAD = """
+import os, sys
+import reportgen.build as build
+build.AHEAD_FROM, build.AHEAD_SHARE = 1, 0.5  # as in a large folder, a few photos added
+run = build._run_model
+def recorded(*args, **kwargs):
+    with open(os.environ["RAN_IN"], "a") as fh:
+        fh.write(f"{os.getpid()} {len(args[2])}\\n")
+    return run(*args, **kwargs)
+build._run_model = recorded
+from reportgen.cli import main
+print(os.getpid())
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
+    """The build reads the other photos' records while a copy of it runs the model over the new
+    ones: the site is the one a build in one process makes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], src / f"p{i}.jpg")
+    ran_in = tmp_path / "ran-in.txt"
+    args = ["--weights", "random", "--workers", "0", "--quiet"]
+    command = [sys.executable, "-c", AHEAD, "build", str(src), "--out", str(tmp_path / "site")]
+    env = {**os.environ, "RAN_IN": str(ran_in)}
+    first = subprocess.run([*command, *args], check=True, env=env, capture_output=True, text=True)
+    shutil.copy(SAMPLE_PHOTOS[4], src / "added.jpg")
+    done = subprocess.run([*command, *args], check=True, env=env, capture_output=True, text=True)
+    runs = [line.split() for line in ran_in.read_text().splitlines()]
+    assert runs[0] == [first.stdout.split()[0], "4"]  # every photo: in the build's own process
+    assert runs[1][1] == "1" and runs[1][0] != done.stdout.split()[0]  # in a copy
+    # One process, from nothing (in a fresh interpreter too: matplotlib's state is the test's here).
+    one = [sys.executable, "-m", "reportgen", "build", str(src), "--out", str(tmp_path / "one")]
+    subprocess.run([*one, *args], check=True, capture_output=True)
+    grown, anew = site_files(tmp_path / "site"), site_files(tmp_path / "one")
+    # The map keeps its photos' places as the folder grows: the one thing drawn otherwise anew.
+    assert grown.pop("map-data.js") != anew.pop("map-data.js")
+    assert grown == anew

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +267,14 @@ def test_adding_photos_updates_neighbours_and_map_without_rerunning_the_rest(
         assert listed_similar(out / "photos" / page.name) == listed_similar(page)
     saved = similar.load(state_of(out) / "similar.npz")
     assert saved is not None and len(saved[0].sources) == len(after["points"])
+
+
+def test_codes_widen_alike_with_torch_and_without(monkeypatch):
+    """float16 to float32 through torch when the build has it, else NumPy: the same numbers."""
+    codes = np.random.default_rng(3).standard_normal((300, 64)).astype(np.float16)
+    codes[0, :4] = [np.inf, -np.inf, np.nan, 6e-8]  # and a subnormal
+    with_torch = similar.widen(codes)
+    into = np.empty(codes.shape, np.float32)
+    monkeypatch.delitem(sys.modules, "torch")
+    assert similar.widen(codes).tobytes() == with_torch.tobytes()
+    assert similar.widen(codes, into) is into and into.tobytes() == with_torch.tobytes()

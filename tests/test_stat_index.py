@@ -261,9 +261,9 @@ def test_a_rebuild_with_nothing_changed_reads_no_record_and_says_the_same(
         reportgen.cache.ResultCache, "load", lambda self, key: loads.append(key) or real(self, key)
     )
     packs: list[int] = []
-    read_pack = reportgen.record_pack.read
+    read_pack = reportgen.record_pack.read_raw
     monkeypatch.setattr(
-        reportgen.record_pack, "read", lambda *args: packs.append(1) or read_pack(*args)
+        reportgen.record_pack, "read_raw", lambda *args: packs.append(1) or read_pack(*args)
     )
     caplog.clear()
     rendered.clear()
