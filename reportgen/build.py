@@ -234,14 +234,12 @@ def _records(
     photo it could not use was left out."""
     sources, unreadable, weights, cache, model = found
     with collector_paused(keep=True):  # kept to the end of the build
-        copies, held = ({}, 0) if config.full else record_pack.read_raw(pack, keys.values())
-        # Those without a copy, or whose entry left the cache (pruned since it was copied), are
-        # read now: what the model must run over is known before the copies are taken.
-        stored = {
-            s.rel: None if config.full else cache.load(keys[s.rel])
-            for s in sources
-            if keys[s.rel] not in copies or not cache.has_entry(keys[s.rel])
-        }
+        if config.full:
+            copies, held, stored = {}, 0, dict.fromkeys((s.rel for s in sources), None)
+        else:
+            copies, held = record_pack.read_raw(pack, keys.values())
+            # What the model must run over is known before the copies are taken.
+            stored = _uncopied(sources, keys, cache, copies)
     ahead = _model_ahead(config, found, keys, stored, progress=progress)
     try:
         with collector_paused(keep=True):
@@ -336,13 +334,25 @@ def _stored(
 ) -> dict[str, PhotoRecord | Unusable | None]:
     """Each photo's record or verdict, by relative path, as :func:`gather` takes them."""
     copies, _ = record_pack.read_raw(pack, keys.values())
-    stored = {
+    stored = _uncopied(sources, keys, cache, copies)
+    _take_copies(sources, keys, cache, copies, stored)
+    return stored
+
+
+def _uncopied(
+    sources: list[Source],
+    keys: dict[str, str],
+    cache: ResultCache,
+    copies: dict[str, tuple[bytes, object]],
+) -> dict[str, PhotoRecord | Unusable | None]:
+    """The cache's record or verdict, by relative path, of each photo the record pack has no
+    copy of, or whose entry left the cache since it was copied (pruned): the rest are for
+    :func:`_take_copies`."""
+    return {
         s.rel: cache.load(keys[s.rel])
         for s in sources
         if keys[s.rel] not in copies or not cache.has_entry(keys[s.rel])
     }
-    _take_copies(sources, keys, cache, copies, stored)
-    return stored
 
 
 AHEAD_FROM = 2000
