@@ -41,6 +41,12 @@ def records(*numbers: int, stamp: bytes = b"as copied") -> dict[str, record_pack
     return {key(i): (stamp + bytes([i]), record(i)) for i in numbers}
 
 
+def read(pack, keys) -> tuple[dict[str, record_pack.Copy], int]:
+    """The pack's copies under ``keys``, each made a record as a build makes it."""
+    raw, held = record_pack.read_raw(pack, keys)
+    return {k: (stamp, record_pack.typed(copy)) for k, (stamp, copy) in raw.items()}, held
+
+
 def same_copies(found: dict[str, record_pack.Copy], kept: dict[str, record_pack.Copy]) -> bool:
     return found.keys() == kept.keys() and all(
         found[k][0] == kept[k][0] and same(found[k][1], kept[k][1]) for k in kept
@@ -49,10 +55,10 @@ def same_copies(found: dict[str, record_pack.Copy], kept: dict[str, record_pack.
 
 def test_records_come_back_as_they_were_kept(tmp_path):
     pack = tmp_path / "records.pack"
-    assert record_pack.read(pack, [key(1)]) == ({}, 0)
+    assert read(pack, [key(1)]) == ({}, 0)
     kept = records(1, 2, 3)
     record_pack.save(pack, kept, kept, 0)
-    found, held = record_pack.read(pack, [key(3), key(1), key(7)])
+    found, held = read(pack, [key(3), key(1), key(7)])
     assert held == 3 and same_copies(found, {k: kept[k] for k in (key(1), key(3))})
     assert isinstance(found[key(1)][1].top5[0], Prediction)
 
@@ -64,12 +70,12 @@ def test_added_records_are_appended_and_a_mostly_dead_pack_is_written_anew(tmp_p
     now = records(*range(7))
     record_pack.save(pack, now, [key(6)], 6)  # one added: appended
     assert pack.stat().st_size > size
-    found, held = record_pack.read(pack, now)
+    found, held = read(pack, now)
     assert held == 7 and same_copies(found, now)
 
     few = records(5, 6, 8)  # five of seven gone, one added: more dead than alive
     record_pack.save(pack, few, [key(8)], 7)
-    found, held = record_pack.read(pack, [key(i) for i in range(10)])
+    found, held = read(pack, [key(i) for i in range(10)])
     assert held == 3 and same_copies(found, few)
 
 
@@ -78,7 +84,7 @@ def test_a_later_copy_under_a_key_replaces_the_earlier(tmp_path):
     record_pack.save(pack, records(1, 2), records(1, 2), 0)
     again = {**records(1), **records(2, stamp=b"entry written again")}
     record_pack.save(pack, again, [key(2)], 2)
-    found, held = record_pack.read(pack, [key(1), key(2)])
+    found, held = read(pack, [key(1), key(2)])
     assert held == 3 and same_copies(found, again)
 
 
@@ -89,11 +95,11 @@ def test_a_chunk_cut_short_by_a_kill_is_dropped_and_overwritten(tmp_path):
     record_pack.save(pack, records(1, 2, 3), [key(3)], 2)
     with open(pack, "r+b") as fh:
         fh.truncate(pack.stat().st_size - 5)  # the last chunk, cut short
-    found, held = record_pack.read(pack, [key(1), key(2), key(3)])
+    found, held = read(pack, [key(1), key(2), key(3)])
     assert held == 2 and sorted(found) == sorted([key(1), key(2)])
 
     record_pack.save(pack, records(1, 2, 4), [key(4)], 2)
-    found, held = record_pack.read(pack, [key(1), key(2), key(4)])
+    found, held = read(pack, [key(1), key(2), key(4)])
     assert held == 3 and len(found) == 3
     assert pack.stat().st_size > whole
 
@@ -103,17 +109,32 @@ def test_a_chunk_cut_short_by_a_kill_is_dropped_and_overwritten(tmp_path):
     [
         marshal.dumps((record_pack.FORMAT + 1, record_pack.layout(), [])),  # a later format
         marshal.dumps((record_pack.FORMAT, "[('width', 'int')]", [])),  # other records
-        marshal.dumps((record_pack.FORMAT, record_pack.layout(), [(key(2), b"", {"width": 1})])),
         b"\x00not marshal at all",
+        marshal.dumps((record_pack.FORMAT, record_pack.layout(), [(key(2), "not bytes", {})])),
     ],
-    ids=["format", "layout", "record", "garbage"],
+    ids=["format", "layout", "garbage", "stamp"],
 )
 def test_a_pack_of_another_version_or_damaged_is_ignored(tmp_path, chunk):
     pack = tmp_path / "records.pack"
     record_pack.save(pack, records(1), records(1), 0)
     with open(pack, "ab") as fh:
         fh.write(len(chunk).to_bytes(record_pack.HEADER, "little") + chunk)
-    assert record_pack.read(pack, [key(1), key(2)]) == ({}, 0)
+    assert record_pack.read_raw(pack, [key(1), key(2)]) == ({}, 0)
+
+
+def test_a_damaged_copy_is_refused_when_it_is_made_a_record(tmp_path):
+    pack = tmp_path / "records.pack"
+    record_pack.save(pack, records(1), records(1), 0)
+    damaged = marshal.dumps(
+        (record_pack.FORMAT, record_pack.layout(), [(key(2), b"", {"width": 1})])
+    )
+    with open(pack, "ab") as fh:
+        fh.write(len(damaged).to_bytes(record_pack.HEADER, "little") + damaged)
+    raw, held = record_pack.read_raw(pack, [key(1), key(2)])
+    assert held == 2 and raw[key(2)] == (b"", {"width": 1})
+    with pytest.raises(ValueError, match="fields"):
+        record_pack.typed(raw[key(2)][1])
+    assert same(record_pack.typed(raw[key(1)][1]), record(1))
 
 
 def counting_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -162,6 +183,28 @@ def test_a_packed_record_whose_pictures_left_the_cache_is_computed_again(
     (out / "index.html").unlink()
     assert main(args) == 0
     assert crops[0].is_file()  # drawn again, not linked from nowhere
+
+
+def test_a_damaged_copy_is_read_from_the_cache_instead(
+    tmp_path, weights_file, photos_dir, monkeypatch
+):
+    out = tmp_path / "site"
+    args = ["build", str(photos_dir), "--out", str(out), "--weights", str(weights_file), "--quiet"]
+    assert main(args) == 0
+    pages = {p: p.read_bytes() for p in out.rglob("*.html")}
+    pack = state_of(out) / "records.pack"
+    with open(pack, "rb") as fh:
+        triples = [t for chunk in record_pack._chunks(fh) for t in chunk]
+    damaged_key, stamp, copy = triples[0]
+    triples[0] = (damaged_key, stamp, {**copy, "width": "wide"})  # its stamp still matches
+    body = marshal.dumps((record_pack.FORMAT, record_pack.layout(), triples))
+    pack.write_bytes(len(body).to_bytes(record_pack.HEADER, "little") + body)
+
+    loaded = counting_loads(monkeypatch)
+    (out / "index.html").unlink()
+    assert main(args) == 0
+    assert loaded == [damaged_key]  # that photo's entry alone, and no photo computed again
+    assert {p: p.read_bytes() for p in out.rglob("*.html")} == pages
 
 
 def test_the_layout_names_every_stored_field():
