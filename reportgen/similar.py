@@ -108,9 +108,10 @@ def find(
 
 def widen(codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float16 codes as float32 (into ``out``, if given): by
-    :func:`reportgen.inference.halves.widen` where the build imported torch for the model (20,000
-    codes in 0.025 s here), else by NumPy (0.12 s), not worth torch's import (1.2 s) when the
-    model ran in another process or not at all. Both conversions are exact."""
+    :func:`reportgen.inference.halves.widen` where torch is imported (20,000 codes in 0.025 s
+    here; a build that ran the model has it, in its own process or beside the copy that ran it),
+    else by NumPy (0.12 s alone, far slower beside other work), not worth torch's import (1.2 s)
+    when the model did not run at all. Both conversions are exact."""
     if "torch" in sys.modules:
         from .inference.halves import widen as widen_with_torch
 

@@ -158,16 +158,16 @@ def test_a_rebuild_takes_its_records_from_the_pack(tmp_path, weights_file, photo
     pack = state_of(out) / "records.pack"
     assert pack.is_file()
 
-    read = counting_loads(monkeypatch)
+    loaded = counting_loads(monkeypatch)
     (out / "index.html").unlink()  # the site has work to do: nothing else changed
     assert main(args) == 0
-    assert read == []  # every record came from the pack
+    assert loaded == []  # every record came from the pack
     assert {p: p.read_bytes() for p in out.rglob("*.html")} == pages
 
     pack.unlink()  # without it, the same site from the cache's entries
     (out / "index.html").unlink()
     assert main(args) == 0
-    assert len(set(read)) == len(list(photos_dir.rglob("*.jpg")))
+    assert len(set(loaded)) == len(list(photos_dir.rglob("*.jpg")))
     assert {p: p.read_bytes() for p in out.rglob("*.html")} == pages
 
 
