@@ -35,8 +35,9 @@ class Forked:
     def __init__(self, work: Callable[[], Any]) -> None:
         read, write = os.pipe()
         with warnings.catch_warnings():
-            # Python 3.12 warns of forking with threads alive (torch's idle workers, here): the
-            # copy runs none of torch, and only this process's own Python code.
+            # Python 3.12 warns of forking with threads alive: torch's idle workers, where the
+            # model ran in this process; a copy forked then runs none of torch (the pages'), and
+            # one that runs the model is forked only before torch is imported (build's ahead).
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:  # the copy: never returns
@@ -57,8 +58,7 @@ class Forked:
             while chunk := os.read(self._read, 1 << 20):
                 chunks.append(chunk)
         except BaseException:  # interrupted while waiting: the copy is stopped, not waited for
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
+            self._kill()
             raise
         finally:
             os.close(self._read)
@@ -78,11 +78,14 @@ class Forked:
         waited for it)."""
         if self._reaped:
             return
-        with contextlib.suppress(ProcessLookupError):  # ended already
-            os.kill(self._pid, signal.SIGKILL)
+        self._kill()
         os.close(self._read)
         os.waitpid(self._pid, 0)
         self._reaped = True
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # ended already
+            os.kill(self._pid, signal.SIGKILL)
 
 
 class Blocks:
