@@ -1,19 +1,27 @@
-"""A plain (non-editable) wheel install carries the templates and static files."""
+"""A plain (non-editable) wheel install carries every module, the templates and static files."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# What a wheel is built from: a source tree as a clean clone has it. Building in the checkout
+# itself would reuse its build/ folder, whose leftovers once hid three packages missing from the
+# wheel (and the editable install hid them from the probe).
+SOURCES = ("pyproject.toml", "README.md", "reportgen", "templates")
 
 PROBE = """
 import reportgen, sys
 from reportgen.site.pages import environment, STATIC_FILES
 from importlib import resources
-assert reportgen.__file__.startswith(sys.argv[1]), reportgen.__file__
+import reportgen.site, reportgen.inference, reportgen.decoding
+for module in (reportgen, reportgen.site, reportgen.inference, reportgen.decoding):
+    assert module.__file__.startswith(sys.argv[1]), module.__file__
 env = environment()
 for name in ("index.html", "photo.html", "kernels.html", "model.html", "_partials/top5.html"):
     env.get_template(name)
@@ -24,8 +32,19 @@ print("ok", reportgen.__file__)
 """
 
 
-def test_wheel_install_finds_templates(tmp_path):
-    dist = tmp_path / "dist"
+def source_tree(folder: Path) -> Path:
+    folder.mkdir()
+    for name in SOURCES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, folder / name)
+    return folder
+
+
+def test_wheel_install_finds_every_module_and_the_templates(tmp_path):
+    dist, source = tmp_path / "dist", source_tree(tmp_path / "source")
     subprocess.run(
         [
             sys.executable,
@@ -37,7 +56,7 @@ def test_wheel_install_finds_templates(tmp_path):
             "-q",
             "-w",
             str(dist),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
@@ -46,6 +65,9 @@ def test_wheel_install_finds_templates(tmp_path):
     )
     wheels = list(dist.glob("reportgen-*.whl"))
     assert len(wheels) == 1
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "reportgen").rglob("*.py")}
+    packed = set(zipfile.ZipFile(wheels[0]).namelist())
+    assert modules - packed == set(), "modules missing from the wheel"
     target = tmp_path / "installed"
     subprocess.run(
         [
