@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,18 @@ def reportgen_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("reportgen-home")
     os.environ[HOME_VARIABLE] = str(home)
     return home
+
+
+@pytest.fixture(autouse=True)
+def own_state(reportgen_home: Path) -> Iterator[None]:
+    """Each test's sites keep their state in a folder of the test's own. A site's state is found
+    by the site's path, and pytest may hand a later test the tmp_path of a passed one (removed
+    meanwhile): a test would then find the state, and the cache, of another's site. (Fixtures of
+    a wider scope build their sites under the session's folder.) A patch of its own, which a
+    test's ``monkeypatch.undo()`` leaves in place."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(HOME_VARIABLE, tempfile.mkdtemp(prefix="test-", dir=reportgen_home))
+        yield
 
 
 def state_of(out: Path) -> Path:

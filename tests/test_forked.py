@@ -140,17 +140,17 @@ def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
     ran_in = tmp_path / "ran-in.txt"
     args = ["--weights", "random", "--workers", "0", "--quiet"]
     command = [sys.executable, "-c", AHEAD, "build", str(src), "--out", str(tmp_path / "site")]
+    # The same folder grown by builds in one process (a fresh interpreter too: matplotlib's state
+    # is the test's here). Grown, not built anew: a GPU rounds a photo's numbers differently in
+    # a batch of one than among others, and the map keeps its photos' places as it grows.
+    one = [sys.executable, "-m", "reportgen", "build", str(src), "--out", str(tmp_path / "one")]
     env = {**os.environ, "RAN_IN": str(ran_in)}
     first = subprocess.run([*command, *args], check=True, env=env, capture_output=True, text=True)
+    subprocess.run([*one, *args], check=True, capture_output=True)
     shutil.copy(SAMPLE_PHOTOS[4], src / "added.jpg")
     done = subprocess.run([*command, *args], check=True, env=env, capture_output=True, text=True)
+    subprocess.run([*one, *args], check=True, capture_output=True)
     runs = [line.split() for line in ran_in.read_text().splitlines()]
     assert runs[0] == [first.stdout.split()[0], "4"]  # every photo: in the build's own process
     assert runs[1][1] == "1" and runs[1][0] != done.stdout.split()[0]  # in a copy
-    # One process, from nothing (in a fresh interpreter too: matplotlib's state is the test's here).
-    one = [sys.executable, "-m", "reportgen", "build", str(src), "--out", str(tmp_path / "one")]
-    subprocess.run([*one, *args], check=True, capture_output=True)
-    grown, anew = site_files(tmp_path / "site"), site_files(tmp_path / "one")
-    # The map keeps its photos' places as the folder grows: the one thing drawn otherwise anew.
-    assert grown.pop("map-data.js") != anew.pop("map-data.js")
-    assert grown == anew
+    assert site_files(tmp_path / "site") == site_files(tmp_path / "one")

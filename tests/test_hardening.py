@@ -198,7 +198,13 @@ def test_a_photo_changed_after_hashing_is_never_cached_under_the_old_hash(
     again = reportgen.build_site(src, out, weights="random", workers=0)
     assert again.computed == 1 and not again.skipped
     fresh = reportgen.build_site(src, tmp_path / "fresh", weights="random", workers=0, full=True)
-    assert [p.top5 for p in again.photos] == [p.top5 for p in fresh.photos]
+    # The same classes, and probabilities to float32's rounding: a GPU may round a photo's
+    # numbers differently in a batch of one than in a batch of two.
+    for grown, anew in zip(again.photos, fresh.photos, strict=True):
+        assert [t.index for t in grown.top5] == [t.index for t in anew.top5]
+        assert [t.probability for t in grown.top5] == pytest.approx(
+            [t.probability for t in anew.top5], rel=1e-5
+        )
 
 
 # --- the cache ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,23 @@ def test_rebuild_reuses_everything_and_redoes_only_what_changed(tmp_path, weight
 
     full = run_build(src, out, str(weights_file), full=True)
     assert (full.computed, full.reused) == (7, 0)
+
+
+def test_a_site_deleted_by_hand_is_written_again_from_the_cache(tmp_path, weights_file):
+    """The state, kept outside the site, outlives what it describes: a page removed, or the whole
+    folder, is written again on the next build, and the model does not run."""
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 4)
+    run_build(src, out, str(weights_file))
+    before = site_files(out)
+    page = next((out / "photos").glob("*.html"))
+    page.unlink()
+    (out / "index.html").unlink()
+    assert (run_build(src, out, str(weights_file)).computed, site_files(out)) == (0, before)
+    shutil.rmtree(out)
+    again = run_build(src, out, str(weights_file))
+    assert (again.computed, again.reused) == (0, 4)
+    assert site_files(out) == before
 
 
 def test_new_weights_or_decoding_options_recompute(tmp_path, weights_file):
