@@ -145,9 +145,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
                 return dataclasses.replace(unchanged, timings=clock.laps)
             found = (sources, unreadable, weights, cache, described)
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
-            analysed = analyse(gathered, input_dir)
-            clock.lap("summary")
-            analysed = alike(gathered, analysed, out.state, clock, anew=config.full)
+            analysed = _analysed(gathered, input_dir, out, clock, anew=config.full)
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
             _remember(out, now, gathered, analysed)
     except OSError as exc:
@@ -404,10 +402,13 @@ def _joined(ahead: _Ahead, clock: _Stopwatch) -> tuple[ModelEntry, str | None, d
     beside this process's)."""
     try:
         # While the copy runs the model, torch is imported here too, for the nearest photos'
-        # widening of the codes (NumPy's took 1.4 s more at 20,000 photos than torch's): the
-        # copy keeps one core busy, and this process would only wait.
+        # widening of the codes (NumPy's took 1.4 s more at 20,000 photos than torch's), and
+        # matplotlib for the summary's charts, which photos added change: the copy keeps one
+        # core busy, and this process would only wait (0.7 s at 20,000 photos).
         with collector_paused():
             import reportgen.inference.halves  # noqa: F401
+
+            site_charts.figure_class()
         model, device, unread, laps = ahead.helper.result()
     except KeyboardInterrupt:
         raise Interrupted(
@@ -574,8 +575,21 @@ def _placed(
     return photos, skipped
 
 
-def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
-    """True classes from the folder, the summary's statistics, and its charts."""
+def _analysed(
+    gathered: Gathered, input_dir: Path, out: OutputFolder, clock: _Stopwatch, *, anew: bool
+) -> Analysed:
+    """What the folder says as a whole, and of each photo beside the others: :func:`analyse`,
+    then :func:`alike` while the summary's charts are drawn."""
+    analysed, charts = analyse(gathered, input_dir)
+    clock.lap("summary")
+    with charts:
+        analysed = alike(gathered, analysed, out.state, clock, anew=anew)
+        return dataclasses.replace(analysed, charts=charts.result())
+
+
+def analyse(gathered: Gathered, input_dir: Path) -> tuple[Analysed, _Charts]:
+    """True classes from the folder and the summary's statistics; its charts, being drawn
+    (``charts`` is filled in from them)."""
     photos = gathered.photos
     truth, problems = ground_truth(input_dir, [p.source for p in photos], gathered.model.categories)
     for problem in problems:
@@ -583,8 +597,8 @@ def analyse(gathered: Gathered, input_dir: Path) -> Analysed:
     if truth:
         photos = [dataclasses.replace(p, truth=truth.get(p.source)) for p in photos]
     summary = summarize_folder(photos)
-    charts = _charts(photos, summary, gathered.cache)
-    return Analysed(photos, summary, charts, tuple(problems))
+    charts = _Charts(photos, summary, gathered.cache)
+    return Analysed(photos, summary, {}, tuple(problems)), charts
 
 
 def alike(
@@ -612,16 +626,45 @@ def alike(
     return dataclasses.replace(analysed, similar=found, places=places)
 
 
-def _charts(
-    photos: list[PhotoRecord], summary: FolderSummary, cache: ResultCache
-) -> dict[str, Path]:
-    """The summary charts in the cache, drawn only when what they show has changed."""
-    key = site_charts.chart_key(photos, summary)
-    paths = {name: cache.chart(key, name) for name in site_charts.CHART_NAMES}
-    if not all(path.is_file() for path in paths.values()):
-        for name, png in site_charts.draw(photos, summary).items():
-            write_atomic(paths[name], png)
-    return paths
+CHARTS_APART_FROM = 2000
+"""Photos from which the summary's charts are drawn in a forked copy of the build, beside the
+search for the nearest photos (0.3 s of drawing, with matplotlib's import 0.6 s); below, that
+search takes a fraction of a second, and the charts are drawn in the build's own process."""
+
+
+class _Charts:
+    """The summary's charts, drawn into the cache only when what they show has changed (else
+    taken from it): at once, or in a forked copy of the build in a large folder. A context
+    manager: leaving the block before :meth:`result` stops the copy."""
+
+    def __init__(self, photos: list[PhotoRecord], summary: FolderSummary, cache: ResultCache):
+        key = site_charts.chart_key(photos, summary)
+        self.paths = {name: cache.chart(key, name) for name in site_charts.CHART_NAMES}
+        self._drawn: dict[str, bytes] = {}
+        self._helper: forked.Forked | None = None
+        if all(path.is_file() for path in self.paths.values()):
+            return
+        if len(photos) >= CHARTS_APART_FROM and forked.available():
+            self._helper = forked.Forked(lambda: site_charts.draw(photos, summary))
+        else:
+            self._drawn = site_charts.draw(photos, summary)
+
+    def result(self) -> dict[str, Path]:
+        """Each chart's PNG in the cache, by name, once drawn."""
+        if self._helper is not None:
+            self._drawn, self._helper = self._helper.result(), None
+        for name, png in self._drawn.items():
+            write_atomic(self.paths[name], png)
+        self._drawn = {}
+        return self.paths
+
+    def __enter__(self) -> _Charts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._helper is not None:
+            self._helper.cancel()
+            self._helper = None
 
 
 def write(

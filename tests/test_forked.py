@@ -1,4 +1,5 @@
-"""A share of the work in a forked copy of the build: the pages of large folders."""
+"""A share of the work in a forked copy of the build: the pages and the summary's charts of large
+folders, the model's run over a few photos added to one."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 import reportgen
+from reportgen import build as build_module
 from reportgen import forked
 from reportgen.errors import BuildError
-from reportgen.site import pages
+from reportgen.site import charts, pages
 
-from .conftest import SAMPLE_PHOTOS
+from .conftest import SAMPLE_PHOTOS, state_of
 
 pytestmark = pytest.mark.skipif(not forked.available(), reason="forks only on Linux")
 
@@ -112,6 +114,50 @@ def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, 
         reportgen.build_site(src, out, weights="random", workers=0)
     assert site_files(out) == before
     assert not (out / ".reportgen-staging").exists()
+
+
+def test_charts_drawn_in_a_forked_copy_are_the_charts_drawn_in_place(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    options = {"weights": "random", "workers": 0}
+    one = reportgen.build_site(src, tmp_path / "one", **options)
+    drawn_in = tmp_path / "drawn-in.txt"
+    draw = charts.draw
+
+    def recorded(*args):
+        with drawn_in.open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return draw(*args)
+
+    monkeypatch.setattr(charts, "draw", recorded)
+    monkeypatch.setattr(build_module, "CHARTS_APART_FROM", 1)
+    two = reportgen.build_site(src, tmp_path / "two", **options)
+    assert drawn_in.read_text().split() != [str(os.getpid())]  # drawn once, in another process
+    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
+    assert two.site_bytes == one.site_bytes
+    assert len(list(state_of(tmp_path / "two").glob("cache/charts/*.png"))) == 3
+
+
+def test_an_error_in_the_charts_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    out = tmp_path / "site"
+    reportgen.build_site(src, out, weights="random", workers=0)
+    before = site_files(out)
+
+    def broken(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(charts, "draw", broken)
+    monkeypatch.setattr(build_module, "CHARTS_APART_FROM", 1)
+    shutil.copy(SAMPLE_PHOTOS[2], src / "p2.jpg")
+    with pytest.raises(reportgen.ReportgenError, match="No space left"):
+        reportgen.build_site(src, out, weights="random", workers=0)
+    assert site_files(out) == before
 
 
 AHEAD = """
