@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check in one call on a lent GPU machine (its python3 holds torch, torchvision, Pillow,
-# Jinja2, tqdm, PyYAML and pytest; nothing is installed). Most important first; each step has its
-# own time limit, so a slow one cannot starve the next. Figures go to stdout and to $OUT.
+# Jinja2, tqdm, PyYAML, scikit-learn and pytest; a build also needs openTSNE and faiss-cpu, carried
+# there as wheels and put on PYTHONPATH, which is kept). Most important first; each step has its own
+# time limit, so a slow one cannot starve the next. Figures go to stdout and to $OUT.
+#   SMALL=0    leaves out the small photos' benchmark
+#   SUITE=1    runs the whole test suite first, the builds on the GPU (about 4.5 minutes on an H100)
+#   SCALE=N    the scale benchmark at N photos on CUDA (from 2,000 the pages' and the model's
+#              forked copies run beside CUDA; 3,000 took about 3 minutes)
 set -u
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD" OMP_WAIT_POLICY=PASSIVE
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_WAIT_POLICY=PASSIVE
 out="${OUT:-bench-out/device}"
 mkdir -p "$out"
 # The package's templates are installed as reportgen.templates; run from the tree, link them.
@@ -11,6 +16,8 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import sys, torch, torchvision, PIL; print(sys.version.split()[0], torch.__version__, torchvision.__version__, PIL.__version__, torch.cuda.get_device_name())"
 step() { local limit=$1 name=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"; }
+# 0. Optional: the whole suite, with the GPU as the tests' device.
+[ "${SUITE:-0}" = 1 ] && step 330 suite python3 -m pytest -q -p no:cacheprovider tests
 # 1. The CUDA path against torchvision's CPU reference (the tests' device is 'auto': the GPU).
 step 120 tests python3 -m pytest -q -p no:cacheprovider tests/test_predictions.py tests/test_cam.py tests/test_decode_fast.py
 # 2. Phone photos: the build on the GPU, each --decode mode, against the decode-only bounds.
@@ -19,3 +26,5 @@ step 170 bench-large python3 benchmarks/bench_build.py --device cuda --photo-siz
 step 60 gpu-decode python3 benchmarks/gpu_check.py --images 32 --workdir bench-out/dev
 # 4. Small photos: the first wave's benchmark, on the GPU.
 [ "${SMALL:-1}" = 1 ] && step 170 bench-small python3 benchmarks/bench_build.py --device cuda --images 300 --repeat 1 --naive 5 --workdir bench-out/dev-small
+# 5. Optional: a folder as it grows, on the GPU.
+[ "${SCALE:-0}" -gt 0 ] && step 200 scale python3 benchmarks/bench_build.py --device cuda --scale "$SCALE" --repeat 1 --workdir bench-out/dev-scale
