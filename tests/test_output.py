@@ -1,12 +1,18 @@
-"""write_atomic: whole files or none, hard links keep old bytes, no symlink is written through."""
+"""write_atomic: whole files or none, hard links keep old bytes, no symlink is written through;
+the manifest read ahead of a staging."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
+import reportgen
 from reportgen.files import write_atomic
+from reportgen.site.output import OutputFolder
+
+from .conftest import SAMPLE_PHOTOS
 
 
 def test_creates_missing_folders_and_replaces_whole_files(tmp_path):
@@ -42,3 +48,25 @@ def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path):
     with pytest.raises(OSError):
         write_atomic(site / "page.html", b"<html>")
     assert outside.read_text() == "precious"
+
+
+def test_a_manifest_read_ahead_serves_the_next_staging_once(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLE_PHOTOS[0], src / "a.jpg")
+    out = tmp_path / "site"
+    reportgen.build_site(src, out, weights="random", workers=0)
+    folder = OutputFolder(out)
+    owned = folder.owned_files()
+    assert owned
+    folder.read_ahead()
+
+    def gone(self):
+        raise AssertionError("read the manifest again")
+
+    monkeypatch.setattr(OutputFolder, "owned_files", gone)
+    staging = folder.begin()
+    assert staging._old == owned
+    with pytest.raises(AssertionError, match="again"):
+        folder.begin()  # the read-ahead is used once
+    folder.discard_staging()

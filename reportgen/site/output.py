@@ -79,6 +79,7 @@ class OutputFolder:
         self.staging = root / STAGING_DIR
         self.marker = root / MARKER
         self.legacy = root / LEGACY_STATE_DIR
+        self._read_ahead: dict[str, FileState] | None = None
 
     def check(self, *, input_dir: Path, force: bool) -> None:
         """Refuse output folders that would lose or mix up a user's files.
@@ -225,12 +226,18 @@ class OutputFolder:
         """Remove a half-written new site (best effort: the next build removes it too)."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
+    def read_ahead(self) -> None:
+        """Read the last build's manifest now, for the next :meth:`begin`: for a build that
+        would otherwise wait (the folder is locked, so it stays as read)."""
+        self._read_ahead = self.owned_files()
+
     def begin(self) -> Staging:
         """Start a fresh staging area (discarding an interrupted one: it is ours)."""
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
-        return Staging(self)
+        owned, self._read_ahead = self._read_ahead, None
+        return Staging(self, owned)
 
     def mark(self) -> None:
         """Write the marker that says this folder is a reportgen site (once: it rarely changes)."""
@@ -261,7 +268,8 @@ class Staging:
     (its name says its content).
     """
 
-    def __init__(self, folder: OutputFolder) -> None:
+    def __init__(self, folder: OutputFolder, owned: dict[str, FileState] | None = None) -> None:
+        """``owned``: :meth:`OutputFolder.owned_files`, where it was read already."""
         self.folder = folder
         self.files: set[str] = set()
         """Staged: to be moved into the site."""
@@ -269,7 +277,7 @@ class Staging:
         """In place already, as the manifest will say."""
         self.made: dict[str, tuple[str, str]] = {}
         """Each staged file's sha256 ('' for pictures) and input key."""
-        self._old = folder.owned_files()
+        self._old = folder.owned_files() if owned is None else owned
         self._root = os.fspath(folder.root)
 
     def mark(self) -> tuple[frozenset[str], int, int]:
