@@ -61,15 +61,20 @@ def test_blocks_are_shared_out_once_each_across_a_fork():
     assert mine and theirs
 
 
+def photos(folder: Path, count: int) -> Path:
+    """A folder of ``count`` photos, p0.jpg, p1.jpg …"""
+    folder.mkdir()
+    for i in range(count):
+        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], folder / f"p{i}.jpg")
+    return folder
+
+
 def site_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
 def test_a_site_written_by_two_processes_is_the_site_written_by_one(tmp_path, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(7):
-        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], src / f"p{i}.jpg")
+    src = photos(tmp_path / "in", 7)
     options = {"weights": "random", "workers": 0, "per_page": 2}
     one = reportgen.build_site(src, tmp_path / "one", **options)
     monkeypatch.setattr(pages, "SPLIT_FROM", 1)
@@ -94,10 +99,7 @@ write_split = pages._write_split
 
 
 def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(3):
-        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    src = photos(tmp_path / "in", 3)
     out = tmp_path / "site"
     reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
@@ -117,10 +119,7 @@ def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, 
 
 
 def test_charts_drawn_in_a_forked_copy_are_the_charts_drawn_in_place(tmp_path, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    src = photos(tmp_path / "in", 4)
     options = {"weights": "random", "workers": 0}
     one = reportgen.build_site(src, tmp_path / "one", **options)
     drawn_in = tmp_path / "drawn-in.txt"
@@ -141,10 +140,7 @@ def test_charts_drawn_in_a_forked_copy_are_the_charts_drawn_in_place(tmp_path, m
 
 
 def test_an_error_in_the_charts_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(2):
-        shutil.copy(SAMPLE_PHOTOS[i], src / f"p{i}.jpg")
+    src = photos(tmp_path / "in", 2)
     out = tmp_path / "site"
     reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
@@ -179,10 +175,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
     """The build reads the other photos' records while a copy of it runs the model over the new
     ones: the site is the one a build in one process makes."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], src / f"p{i}.jpg")
+    src = photos(tmp_path / "in", 4)
     ran_in = tmp_path / "ran-in.txt"
     args = ["--weights", "random", "--workers", "0", "--quiet"]
     command = [sys.executable, "-c", AHEAD, "build", str(src), "--out", str(tmp_path / "site")]
