@@ -110,7 +110,7 @@ _SEPARATORS = re.compile(r"([/_.\-])")
 def _breakable(name: str) -> markupsafe.Markup:
     """A file name that may wrap after its separators (/ _ . -) rather than mid-word: escaped,
     with a <wbr> after each. Escaping never makes a separator (its entities are made of & # ; and
-    letters and digits), so they are found in the escaped name: 2 us a name, against 12 us for
+    letters and digits), so they are found in the escaped name: 5 us a name, against 29 us for
     escaping each part apart, on every index page's every photo."""
     return markupsafe.Markup(_SEPARATORS.sub(r"\1<wbr>", str(markupsafe.escape(name))))
 
