@@ -116,10 +116,13 @@ def _breakable(name: str) -> markupsafe.Markup:
 
 
 def environment() -> jinja2.Environment:
-    """The Jinja environment over the templates shipped inside the package."""
+    """The Jinja environment over the templates shipped inside the package. Each template is read
+    once: by default Jinja stats its file (and each it extends or includes) at every render, to
+    reload it if it changed, and the package's templates do not change during a build."""
     folder = resources.files("reportgen.templates")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
+        auto_reload=False,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
