@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import CODE_SIZE, ResultCache
+from .files import replaced
 
 KEY_BYTES = 64
 RECORD = np.dtype([("key", f"S{KEY_BYTES}"), ("code", "<f2", (CODE_SIZE,))])
@@ -102,12 +103,7 @@ def _append(path: Path, keys: Sequence[str], codes: np.ndarray) -> None:
 
 def _rewrite(path: Path, keys: Sequence[str], rows: np.ndarray, codes: np.ndarray) -> None:
     """Replace the pack with the records of ``rows`` alone (keys and codes), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.unlink(missing_ok=True)
+    with replaced(path) as tmp:
         tmp.touch()
         for block in _blocks(rows):
             _append(tmp, [keys[row] for row in block], codes[block])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -105,6 +106,20 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def replaced(path: Path) -> Iterator[Path]:
+    """A path beside ``path`` for the block to write a new version at, a piece at a time, which
+    then takes ``path``'s place in one rename (as :func:`write_atomic` for bytes in hand); it is
+    removed, and ``path`` left as it was, if the block raises."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_changed(path: Path, data: bytes) -> bool:

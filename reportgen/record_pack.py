@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import serial
+from .files import replaced
 from .records import PhotoRecord, stored_fields
 
 log = logging.getLogger("reportgen")
@@ -106,13 +107,8 @@ def save(path: Path, copies: Mapping[str, Copy], added: Iterable[str], held: int
     if held and held + len(added) <= 2 * len(copies):
         _append(path, added, copies)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.unlink(missing_ok=True)
+    with replaced(path) as tmp:
         _append(tmp, list(copies), copies)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _bytes(value: object) -> bytes:
