@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -218,7 +219,7 @@ def _records(
     pack: Path,
     clock: _Stopwatch,
     *,
-    meanwhile: Callable[[], object] = lambda: None,
+    meanwhile: Callable[[], object],
     progress: bool,
 ) -> tuple[
     dict[str, PhotoRecord | Unusable | None],
@@ -240,7 +241,7 @@ def _records(
             # What the model must run over is known before the copies are taken.
             stored = _uncopied(sources, keys, cache, copies)
     ahead = _model_ahead(config, found, keys, stored, progress=progress)
-    try:
+    with ahead.helper if ahead is not None else contextlib.nullcontext():
         with collector_paused(keep=True):
             stamps = _take_copies(sources, keys, cache, copies, stored)
         todo = [s for s in sources if stored.get(s.rel) is None]
@@ -249,10 +250,6 @@ def _records(
         if ahead is not None:
             model, device, unread = _joined(ahead, clock, meanwhile)
             done = {s.rel for s in ahead.todo}
-    except BaseException:
-        if ahead is not None:
-            ahead.helper.cancel()
-        raise
     rest = [s for s in todo if s.rel not in done]
     if rest or model is None:
         ran = (sources, unreadable, weights, cache, model)
@@ -670,7 +667,6 @@ class _Charts:
     def __exit__(self, *exc_info: object) -> None:
         if self._helper is not None:
             self._helper.cancel()
-            self._helper = None
 
 
 def write(

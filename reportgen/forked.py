@@ -30,7 +30,8 @@ def available() -> bool:
 
 class Forked:
     """``work`` running in a forked copy of this process: :meth:`result` waits for what it
-    returned (or raises what it raised); :meth:`cancel` stops it. One of the two must be called."""
+    returned (or raises what it raised); :meth:`cancel` stops it. One of the two must be called:
+    as a context manager, leaving the block cancels what :meth:`result` has not waited for."""
 
     def __init__(self, work: Callable[[], Any]) -> None:
         read, write = os.pipe()
@@ -82,6 +83,12 @@ class Forked:
         os.close(self._read)
         os.waitpid(self._pid, 0)
         self._reaped = True
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):  # ended already

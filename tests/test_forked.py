@@ -46,6 +46,15 @@ def test_a_cancelled_copy_is_stopped_and_reaped():
         os.waitpid(helper._pid, os.WNOHANG)
 
 
+def test_a_copy_left_in_its_block_is_stopped_and_reaped_and_one_waited_for_is_kept():
+    with pytest.raises(KeyError), forked.Forked(lambda: time.sleep(60)) as helper:
+        raise KeyError("the build failed meanwhile")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(helper._pid, os.WNOHANG)
+    with forked.Forked(lambda: 7) as helper:
+        assert helper.result() == 7
+
+
 def test_blocks_are_shared_out_once_each_across_a_fork():
     def take(blocks: forked.Blocks) -> list[int]:
         return [time.sleep(0.0005) or n for n in blocks]  # work that takes a while

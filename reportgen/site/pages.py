@@ -189,17 +189,13 @@ def _write_split(writer: PageWriter, out: Shared, *, progress: bool) -> None:
     blocks = forked.Blocks(count)
     bar = tqdm(total=count, desc="pages", unit="page", disable=not progress)
     try:
-        helper = forked.Forked(lambda: _second_share(writer, out, blocks))
-        try:
+        with forked.Forked(lambda: _second_share(writer, out, blocks)) as helper:
             writer.common_pages()
             for job in blocks:
                 writer.page_job(job)
                 if job % blocks.size == 0:  # a block begun: how far both have got
                     bar.update(min(blocks.taken(), count) - bar.n)
-        except BaseException:
-            helper.cancel()
-            raise
-        out.merge(helper.result())
+            out.merge(helper.result())
         bar.update(count - bar.n)
     finally:
         bar.close()
