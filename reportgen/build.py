@@ -32,7 +32,7 @@ from .heap import collector_paused, collector_resumed, hand_back, small_pages
 from .records import ModelEntry, ModelSummary, PhotoRecord, Skipped, Source
 from .similar import Neighbours
 from .site import charts as site_charts
-from .site import naming
+from .site import naming, paging
 from .site.folder import FolderSummary, ground_truth, kernel_views, summarize_folder
 from .site.output import OutputFolder, Staging
 from .site.pages import SiteContent, write_site
@@ -680,11 +680,13 @@ def write(
 ) -> int:
     """Write the site aside, swap it in, and drop from the build's own cache what it no longer
     uses; the site's size in bytes."""
+    sources = [p.source for p in analysed.photos]
     site = SiteContent(
         photos=analysed.photos,
         skipped=gathered.skipped,
         model=_describe_weights(gathered.model.summary, gathered.weights),
         per_page=config.per_page,
+        index_starts=paging.lay_out(sources, config.per_page, out.state, anew=config.full),
         kernels=kernel_views(analysed.photos, gathered.model.summary.kernel_shape[0]),
         layers=config.layers,
         normalize=config.normalize,

@@ -133,7 +133,13 @@ class Config:
         flag="--decode",
         metavar="MODE",
     )
-    per_page: int = _option(120, "photos per index page", flag="--per-page", metavar="N")
+    per_page: int = _option(
+        120,
+        "photos per index page (as the folder grows, a page keeps its photos and may hold up to"
+        " twice as many before the pages are cut anew)",
+        flag="--per-page",
+        metavar="N",
+    )
     engine: str = _option(
         "local",
         "where the model stage runs: 'local' (this machine's DataLoader workers) or 'ray' (a Ray "

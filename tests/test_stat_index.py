@@ -196,7 +196,26 @@ def test_a_photo_added_last_leaves_the_index_pages_it_does_not_land_on(tmp_path,
     assert {r for r in rendered if r.startswith("index")} == {"index.html", "index-3.html"}
     front, middle = (out / "index.html").read_text(), (out / "index-2.html").read_text()
     assert "8 photos run through AlexNet" in front
-    assert "Page 2 of 3: photos 4 to 6" in middle and "photos run through" not in middle
+    assert "Page 2 of 3: 3 photos, from p3.<wbr>jpg to p5.<wbr>jpg" in middle
+    assert "photos run through" not in middle
+
+
+def test_a_photo_added_first_leaves_the_other_index_pages_and_their_photos(tmp_path, rendered):
+    src, out = settled(tmp_path / "in", 7), tmp_path / "site"
+    build(src, out, per_page=3)  # pages of 3, 3 and 1 photos
+    lists = nearest_lists(out)
+    Image.open(SAMPLE_PHOTOS[1]).transpose(Image.Transpose.ROTATE_90).save(src / "a.jpg")
+    rendered.clear()
+    result = build(src, out, per_page=3)
+    # Page 1 grows to 4 photos; pages 2 and 3, and the "All photos" links of the photos on them,
+    # stay as they were (cut anew, every page and the photos at their edges would change).
+    assert {r for r in rendered if r.startswith("index")} == {"index.html"}
+    by_source = {p.source: p for p in result.photos}
+    alike = {p.page for p in result.photos if lists.get(p.source) != nearest_lists(out)[p.source]}
+    pages = {p.page for p in result.photos}
+    assert set(rendered) & pages == {by_source["a.jpg"].page, by_source["p0.jpg"].page} | alike
+    assert (out / "index.html").read_text().count('<span class="name">') == 4
+    assert 'href="../index-2.html" rel="up"' in (out / by_source["p3.jpg"].page).read_text()
 
 
 def test_the_output_folder_holds_only_the_site_and_a_small_marker(tmp_path):

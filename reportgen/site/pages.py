@@ -3,6 +3,7 @@ filter's search index). Knows nothing of torch: it reads records only."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import functools
@@ -24,7 +25,7 @@ from .. import __version__, forked
 from ..layout import CONV_LAYERS, KERNEL_SCALE, kernel_grid, layer_grids
 from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from ..similar import DUPLICATE_DISTANCE, Duplicate, Neighbours
-from . import naming
+from . import naming, paging
 from .folder import NEAR_MISS_MARGIN, FolderSummary
 
 EXPORTS = ("predictions.json", "predictions.csv", "search/")
@@ -55,6 +56,9 @@ class SiteContent:
     skipped: Sequence[Skipped]
     model: ModelSummary
     per_page: int
+    index_starts: Sequence[int] = ()
+    """Where each index page begins, by position (:func:`~reportgen.site.paging.lay_out`);
+    empty: pages of ``per_page`` photos."""
     kernels: Sequence[KernelView] = ()
     layers: Sequence[str] = ("conv1",)
     """The layers drawn for each photo, conv1 first."""
@@ -223,6 +227,7 @@ class PageWriter:
         self.env = environment()
         self.grids = layer_grids(site.layers, site.model.output_shapes)
         self.kernel_grid = kernel_grid(site.model.kernel_shape)
+        self.starts = list(site.index_starts) or paging.cut(len(site.photos), site.per_page)
 
     def page(self, template: str, path: str, **context: Any) -> None:
         self.write(path, self.render(template, path, **context).encode("utf-8"))
@@ -297,7 +302,7 @@ class PageWriter:
     @property
     def index_count(self) -> int:
         """How many index pages the folder takes."""
-        return max(1, -(-len(self.site.photos) // self.site.per_page))
+        return len(self.starts)
 
     def index_pages(self) -> None:
         for n in range(1, self.index_count + 1):
@@ -305,9 +310,9 @@ class PageWriter:
 
     def index_page(self, n: int) -> None:
         """The ``n``-th index page (from 1)."""
-        photos, size, count = self.site.photos, self.site.per_page, self.index_count
-        shown = photos[(n - 1) * size : n * size]
-        identities = self.identities[(n - 1) * size : n * size]
+        photos, count = self.site.photos, self.index_count
+        begin, end = self.starts[n - 1], self.starts[n] if n < count else len(photos)
+        shown, identities = photos[begin:end], self.identities[begin:end]
         # Only the first page counts the folder and lists the skipped files: the others change
         # only with their own photos and the number of pages.
         front = f"{len(photos)}/{self.site.skipped!r}" if n == 1 else ""
@@ -319,7 +324,6 @@ class PageWriter:
             pages=pager(n, count),
             page_count=count,
             current=n,
-            first=(n - 1) * size + 1,
             # What the key leaves out of the other pages is not given to them.
             total=len(photos) if n == 1 else None,
             skipped=self.site.skipped if n == 1 else (),
@@ -374,7 +378,7 @@ class PageWriter:
         photo = photos[position]
         prev = photos[position - 1] if position > 0 else None
         next = photos[position + 1] if position + 1 < len(photos) else None
-        index_url = naming.index_page(position // self.site.per_page + 1)
+        index_url = naming.index_page(bisect.bisect_right(self.starts, position))
         neighbours = (prev.source if prev else "", next.source if next else "")
         listed = self.site.similar.of(position) if self.site.similar else ()
         alike = [(photos[j], distance) for j, distance in listed]
