@@ -403,24 +403,24 @@ def scale(args: argparse.Namespace, work: Path) -> None:
     )
     for stage, seconds in still["timings"].items():
         print(f"      {stage:13s} {seconds:7.2f} s")
-    alone = build(work / "scale-extra", work / "site-extra", args)
-    # Named to sort first (every index page shifts: the worst case), then last (as a camera's
-    # next photos do); the folder is built back as it was after each.
+    # Medians of --repeat runs: a single one moves by about 0.3 s here. Each cold build of the
+    # 10 alone has a site (and state) of its own.
+    alones = [
+        build(work / "scale-extra", work / f"site-extra-{i}", args) for i in range(args.repeat)
+    ]
+    alone = median_run(alones)
+    alone_runs = spread([r["seconds"] for r in alones], ".2f")
+    # Named to sort first (ahead of every index page), then last (as a camera's next photos do);
+    # the folder is built back as it was after each.
     for where, prefix in (("first", "0-added-"), ("last", "~added-")):
-        added = [folder / f"{prefix}{p.name}" for p in extra]
-        for source, target in zip(extra, added, strict=True):
-            os.link(source, target)
-        try:
-            grown = build(folder, work / f"site-{n}", args)
-        finally:
-            for target in added:
-                target.unlink()
-        build(folder, work / f"site-{n}", args)
+        runs = [_grown(folder, work / f"site-{n}", extra, prefix, args) for _ in range(args.repeat)]
+        grown = median_run(runs)
         more = grown["seconds"] - alone["seconds"]
         print(
-            f"(d) rebuild with 10 photos added, sorting {where}: {grown['seconds']:.2f} s; a cold"
-            f" build of those 10 alone: {alone['seconds']:.2f} s; {more:+.2f} s (target <= +2: "
-            f"{'met' if more <= 2 else 'MISSED'})"
+            f"(d) rebuild with 10 photos added, sorting {where}: {grown['seconds']:.2f} s"
+            f" (runs: {spread([r['seconds'] for r in runs], '.2f')}); a cold build of those 10"
+            f" alone: {alone['seconds']:.2f} s (runs: {alone_runs});"
+            f" {more:+.2f} s (target <= +2: {'met' if more <= 2 else 'MISSED'})"
         )
         for stage, seconds in grown["timings"].items():
             print(f"      {stage:13s} {seconds:7.2f} s")
@@ -433,6 +433,21 @@ def scale(args: argparse.Namespace, work: Path) -> None:
         f" {page_weight(work / f'site-{n}', 'map.html') / 1e6:.2f} MB before thumbnails"
         " (target <= 2 MB at 20,000)"
     )
+
+
+def _grown(folder: Path, out: Path, extra: list[Path], prefix: str, args: argparse.Namespace):
+    """A rebuild of ``folder`` with the ``extra`` photos linked in under ``prefix``; the folder
+    (and the site) is then built back as it was."""
+    added = [folder / f"{prefix}{p.name}" for p in extra]
+    for source, target in zip(extra, added, strict=True):
+        os.link(source, target)
+    try:
+        grown = build(folder, out, args)
+    finally:
+        for target in added:
+            target.unlink()
+    build(folder, out, args)
+    return grown
 
 
 DRIVER_STAGES = ("store results", "summary", "pages", "commit")
