@@ -57,6 +57,17 @@ def test_exact_search_equals_brute_force_and_copies_are_at_zero():
     assert [(d.first, d.second, d.distance) for d in pairs] == [(3, 150, 0.0)]
 
 
+def test_near_duplicate_pairs_read_as_a_list_of_pairs():
+    rows = np.array([[0, 5, 1.0, 0.01], [2, 3, 2.0, 0.02], [1, 4, 3.0, 0.03]])
+    pairs = similar.Duplicates(*(rows[:, c] if c > 1 else rows[:, c].astype(int) for c in range(4)))
+    expected = [similar.Duplicate(int(a), int(b), d, r) for a, b, d, r in rows.tolist()]
+    assert len(pairs) == 3 and list(pairs) == expected
+    assert pairs[-1] == expected[-1] and pairs[1:] == expected[1:] and pairs[:0] == []
+    assert type(pairs[0].first) is int and type(pairs[0].distance) is float
+    with pytest.raises(IndexError):
+        pairs[3]
+
+
 def test_adding_and_removing_photos_updates_only_what_changed_and_matches_a_fresh_search():
     codes = clustered_codes(300, seed=1)
     names = [f"p{i:03d}" for i in range(300)]
