@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import write_changed
+from ..files import write_atomic
 
 PAGES_FILE = "index-pages.json"
 """In the site's state folder: ``per_page`` and the name that begins each index page but the
@@ -33,11 +33,18 @@ def lay_out(sources: Sequence[str], per_page: int, state: Path, *, anew: bool = 
     """Where each index page begins in ``sources`` (the photos' names, sorted): the last
     build's pages, as kept in ``state``, where they still fit (unless ``anew``); cut anew else.
     What it chose is kept in ``state`` for the next build."""
-    kept = None if anew else _read(state / PAGES_FILE, per_page)
+    path = state / PAGES_FILE
+    try:
+        last = path.read_bytes()
+    except OSError:
+        last = b""
+    kept = None if anew else _names(last, per_page)
     starts = _keep(sources, per_page, kept) if kept is not None else None
     if starts is None:
         starts = cut(len(sources), per_page)
-    write_changed(state / PAGES_FILE, _encode(per_page, [sources[s] for s in starts[1:]]))
+    chosen = _encode(per_page, [sources[s] for s in starts[1:]])
+    if chosen != last:
+        write_atomic(path, chosen)
     return starts
 
 
@@ -55,12 +62,13 @@ def _keep(sources: Sequence[str], per_page: int, names: Sequence[str]) -> list[i
     return starts
 
 
-def _read(path: Path, per_page: int) -> list[str] | None:
-    """The names kept in ``path`` by a build with the same ``per_page``; None when there are
-    none (a first build, another ``per_page``, or a file this version cannot read)."""
+def _names(kept: bytes, per_page: int) -> list[str] | None:
+    """The names a build with the same ``per_page`` kept (the file's bytes, ``kept``); None
+    when there are none (a first build, another ``per_page``, or a file this version cannot
+    read)."""
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        data = json.loads(kept)
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("per_page") != per_page:
         return None
