@@ -45,6 +45,15 @@ def own_state(reportgen_home: Path) -> Iterator[None]:
         yield
 
 
+def sample_folder(folder: Path, count: int = 3) -> Path:
+    """``folder`` holding ``count`` photos, p0.jpg, p1.jpg …, copies of the samples in turn (more
+    are added to one that has some)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], folder / f"p{i}.jpg")
+    return folder
+
+
 def state_of(out: Path) -> Path:
     """reportgen's state folder for the site at ``out`` (manifest, stat index, lock, cache)."""
     return OutputFolder(out).state

@@ -18,7 +18,7 @@ from reportgen import forked
 from reportgen.errors import BuildError
 from reportgen.site import charts, pages
 
-from .conftest import SAMPLE_PHOTOS, state_of
+from .conftest import SAMPLE_PHOTOS, sample_folder, state_of
 
 pytestmark = pytest.mark.skipif(not forked.available(), reason="forks only on Linux")
 
@@ -70,20 +70,12 @@ def test_blocks_are_shared_out_once_each_across_a_fork():
     assert mine and theirs
 
 
-def photos(folder: Path, count: int) -> Path:
-    """A folder of ``count`` photos, p0.jpg, p1.jpg …"""
-    folder.mkdir()
-    for i in range(count):
-        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], folder / f"p{i}.jpg")
-    return folder
-
-
 def site_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
 def test_a_site_written_by_two_processes_is_the_site_written_by_one(tmp_path, monkeypatch):
-    src = photos(tmp_path / "in", 7)
+    src = sample_folder(tmp_path / "in", 7)
     options = {"weights": "random", "workers": 0, "per_page": 2}
     one = reportgen.build_site(src, tmp_path / "one", **options)
     monkeypatch.setattr(pages, "SPLIT_FROM", 1)
@@ -108,7 +100,7 @@ write_split = pages._write_split
 
 
 def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
-    src = photos(tmp_path / "in", 3)
+    src = sample_folder(tmp_path / "in", 3)
     out = tmp_path / "site"
     reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
@@ -128,7 +120,7 @@ def test_an_error_in_the_copy_fails_the_build_and_leaves_the_old_site(tmp_path, 
 
 
 def test_charts_drawn_in_a_forked_copy_are_the_charts_drawn_in_place(tmp_path, monkeypatch):
-    src = photos(tmp_path / "in", 4)
+    src = sample_folder(tmp_path / "in", 4)
     options = {"weights": "random", "workers": 0}
     one = reportgen.build_site(src, tmp_path / "one", **options)
     drawn_in = tmp_path / "drawn-in.txt"
@@ -149,7 +141,7 @@ def test_charts_drawn_in_a_forked_copy_are_the_charts_drawn_in_place(tmp_path, m
 
 
 def test_an_error_in_the_charts_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
-    src = photos(tmp_path / "in", 2)
+    src = sample_folder(tmp_path / "in", 2)
     out = tmp_path / "site"
     reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
@@ -184,7 +176,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
     """The build reads the other photos' records while a copy of it runs the model over the new
     ones: the site is the one a build in one process makes."""
-    src = photos(tmp_path / "in", 4)
+    src = sample_folder(tmp_path / "in", 4)
     ran_in = tmp_path / "ran-in.txt"
     args = ["--weights", "random", "--workers", "0", "--quiet"]
     command = [sys.executable, "-c", AHEAD, "build", str(src), "--out", str(tmp_path / "site")]

@@ -20,16 +20,9 @@ import reportgen.build
 import reportgen.inference.stage
 from reportgen.cache import ResultCache
 
-from .conftest import SAMPLE_PHOTOS, run_cli, state_of
+from .conftest import SAMPLE_PHOTOS, run_cli, sample_folder, state_of
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
-
-
-def photos(folder: Path, count: int = 3) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], folder / f"p{i}.jpg")
-    return folder
 
 
 def site_files(out: Path) -> dict[str, bytes]:
@@ -60,7 +53,7 @@ def build(src: Path, out: Path, *extra: str) -> int:
 def test_a_full_disk_is_one_line_and_the_previous_site_stays_whole(
     tmp_path, monkeypatch, capsys, stage
 ):
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
     assert build(src, out) == 0
     before = site_files(out)
     shutil.copy(SAMPLE_PHOTOS[3], src / "new.jpg")  # so the model runs and writes pictures
@@ -114,11 +107,11 @@ def read_only_disk(tmp_path):
 
 
 def test_a_real_full_disk(tmp_path, small_disk, capsys):
-    src = photos(tmp_path / "in", 1)
+    src = sample_folder(tmp_path / "in", 1)
     out = small_disk / "site"
     assert build(src, out) == 0
     before = site_files(out)
-    photos(src, 5)
+    sample_folder(src, 5)
     capsys.readouterr()
     assert build(src, out) == 1
     line = one_error_line(capsys)
@@ -129,7 +122,7 @@ def test_a_real_full_disk(tmp_path, small_disk, capsys):
 
 
 def test_a_read_only_output_folder(tmp_path, read_only_disk, capsys):
-    assert build(photos(tmp_path / "in", 1), read_only_disk / "site") == 1
+    assert build(sample_folder(tmp_path / "in", 1), read_only_disk / "site") == 1
     line = one_error_line(capsys)
     assert line.startswith("reportgen: error: Read-only file system: ")
     assert "choose another --out or --cache" in line
@@ -137,7 +130,7 @@ def test_a_read_only_output_folder(tmp_path, read_only_disk, capsys):
 
 @pytest.mark.parametrize("option", ["--out", "--cache"])
 def test_permission_denied_on_out_or_cache(tmp_path, monkeypatch, capsys, option):
-    src = photos(tmp_path / "in", 1)
+    src = sample_folder(tmp_path / "in", 1)
     locked = tmp_path / "locked"
     real_mkdir = Path.mkdir
 
@@ -170,7 +163,7 @@ def _after_discovery(monkeypatch, action):
 
 
 def test_a_photo_that_vanishes_is_skipped_and_not_remembered(tmp_path, monkeypatch, capsys):
-    src, out = photos(tmp_path / "in", 3), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 3), tmp_path / "site"
     kept = tmp_path / "p1.jpg"
     _after_discovery(monkeypatch, lambda: shutil.move(src / "p1.jpg", kept))
     assert build(src, out) == 0
@@ -186,7 +179,7 @@ def test_a_photo_that_vanishes_is_skipped_and_not_remembered(tmp_path, monkeypat
 def test_a_photo_changed_after_hashing_is_never_cached_under_the_old_hash(
     tmp_path, monkeypatch, capsys
 ):
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
     old = (src / "p1.jpg").read_bytes()
     _after_discovery(monkeypatch, lambda: shutil.copy(SAMPLE_PHOTOS[4], src / "p1.jpg"))
     assert build(src, out) == 0
@@ -216,7 +209,7 @@ def _entries(out: Path) -> list[Path]:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "picture-emptied", "picture-gone"])
 def test_a_damaged_cache_entry_is_recomputed_not_used(tmp_path, damage):
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
     first = reportgen.build_site(src, out, weights="random", workers=0)
     before = site_files(out)
     entry = _entries(out)[0]
@@ -255,7 +248,7 @@ def test_cache_entries_are_whole_or_absent_after_a_kill_mid_write(tmp_path, monk
 
 
 def test_pipes_sockets_and_devices_are_skipped_without_being_opened(tmp_path, capsys):
-    src = photos(tmp_path / "in", 1)
+    src = sample_folder(tmp_path / "in", 1)
     os.mkfifo(src / "pipe.jpg")
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(src / "sock.png"))
@@ -299,7 +292,7 @@ def _wait_for_lock(out: Path, proc: subprocess.Popen) -> None:
 
 
 def test_a_second_build_into_the_same_folder_stops_at_once(tmp_path):
-    src, out = photos(tmp_path / "in", 40), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 40), tmp_path / "site"
     first = _start(str(src), "--out", str(out), "--weights", "random", "--workers", "0")
     _wait_for_lock(out, first)
     started = time.monotonic()
@@ -316,7 +309,7 @@ def test_a_second_build_into_the_same_folder_stops_at_once(tmp_path):
 
 
 def test_wait_starts_when_the_other_build_is_done(tmp_path):
-    src, out = photos(tmp_path / "in", 20), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 20), tmp_path / "site"
     first = _start(str(src), "--out", str(out), "--weights", "random", "--workers", "0")
     _wait_for_lock(out, first)
     second = _start(str(src), "--out", str(out), "--weights", "random", "--wait")
@@ -328,7 +321,7 @@ def test_wait_starts_when_the_other_build_is_done(tmp_path):
 
 
 def test_builds_into_different_folders_share_a_cache_at_the_same_time(tmp_path):
-    src, cache = photos(tmp_path / "in", 30), tmp_path / "shared-cache"
+    src, cache = sample_folder(tmp_path / "in", 30), tmp_path / "shared-cache"
     builds = [
         _start(
             str(src),
@@ -350,7 +343,7 @@ def test_builds_into_different_folders_share_a_cache_at_the_same_time(tmp_path):
 
 
 def test_an_interrupted_first_build_does_not_block_the_next(tmp_path, monkeypatch, capsys):
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -372,7 +365,7 @@ def test_files_a_swap_cut_short_moved_in_stay_reportgens(tmp_path, monkeypatch):
     them) and does not take the site as intact."""
     import reportgen.site.output as output
 
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
     assert build(src, out) == 0
     shutil.copy(SAMPLE_PHOTOS[2], src / "added.jpg")
     moves = []
@@ -411,7 +404,7 @@ def test_an_internal_error_is_one_line_with_a_log_of_its_traceback(tmp_path, mon
         raise ValueError("boom\nsecond line")
 
     monkeypatch.setattr(reportgen.build, "summarize_folder", broken)
-    assert build(photos(tmp_path / "in", 1), tmp_path / "site") == 1
+    assert build(sample_folder(tmp_path / "in", 1), tmp_path / "site") == 1
     line = one_error_line(capsys)
     prefix = "reportgen: error: internal error (ValueError: boom); please report this: "
     assert line.startswith(prefix + "the traceback is in ")
@@ -420,7 +413,7 @@ def test_an_internal_error_is_one_line_with_a_log_of_its_traceback(tmp_path, mon
     log.unlink()
     assert "Traceback (most recent call last)" in text and "in broken" in text
     with pytest.raises(ValueError, match="boom"):
-        build(photos(tmp_path / "in", 1), tmp_path / "site", "--debug")
+        build(sample_folder(tmp_path / "in", 1), tmp_path / "site", "--debug")
 
 
 # --- what the pages say ---------------------------------------------------------------------
@@ -428,8 +421,8 @@ def test_an_internal_error_is_one_line_with_a_log_of_its_traceback(tmp_path, mon
 
 def test_the_near_miss_list_says_when_it_is_cut(tmp_path):
     # Random weights spread the probabilities thin: every photo is a near-miss.
-    out = tmp_path / "site"
-    result = reportgen.build_site(photos(tmp_path / "in", 12), out, weights="random", workers=0)
+    src, out = sample_folder(tmp_path / "in", 12), tmp_path / "site"
+    result = reportgen.build_site(src, out, weights="random", workers=0)
     assert len(result.photos) == 12
     text = " ".join((out / "summary.html").read_text().split())
     assert "less than 5 points apart: 12; the 10 closest are listed." in text
@@ -437,7 +430,7 @@ def test_the_near_miss_list_says_when_it_is_cut(tmp_path):
 
 
 def test_layer_scaling_is_what_the_conv1_alt_text_says(tmp_path):
-    src = photos(tmp_path / "in", 1)
+    src = sample_folder(tmp_path / "in", 1)
     for mode, words in (("layer", "all scaled to the layer's shared range"),
                         ("map", "each scaled to its own range")):  # fmt: skip
         out = tmp_path / mode
@@ -449,8 +442,8 @@ def test_layer_scaling_is_what_the_conv1_alt_text_says(tmp_path):
 
 
 def test_statistics_are_rounded_once_from_the_full_value(tmp_path):
-    out = tmp_path / "site"
-    result = reportgen.build_site(photos(tmp_path / "in", 3), out, weights="random", workers=0)
+    src, out = sample_folder(tmp_path / "in", 3), tmp_path / "site"
+    result = reportgen.build_site(src, out, weights="random", workers=0)
     kernels = (out / "kernels.html").read_text()
     for k in range(64):
         mean = sum(p.conv1_mean[k] for p in result.photos) / len(result.photos)
@@ -472,7 +465,7 @@ def _as_float32(value: float):
 
 def test_a_same_size_change_in_place_after_hashing_is_caught(tmp_path, monkeypatch, capsys):
     """The workers check each file's stamp (size, mtime in ns, inode), not its size alone."""
-    src, out = photos(tmp_path / "in", 2), tmp_path / "site"
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
 
     def flip_a_byte():
         with open(src / "p1.jpg", "r+b") as fh:

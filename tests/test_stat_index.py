@@ -18,7 +18,7 @@ import reportgen.discover
 from reportgen import similar
 from reportgen.build import SIMILAR, STAT_INDEX
 
-from .conftest import SAMPLE_PHOTOS, state_of
+from .conftest import SAMPLE_PHOTOS, sample_folder, state_of
 
 
 @pytest.fixture
@@ -38,11 +38,10 @@ def hashed(monkeypatch) -> list[str]:
 def settled(folder: Path, count: int) -> Path:
     """Photos last written a minute ago (a file written just now is hashed again next time)."""
     folder.mkdir()
+    sample_folder(folder, count)
     past = time.time() - 60
     for i in range(count):
-        path = folder / f"p{i}.jpg"
-        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], path)
-        os.utime(path, (past, past))
+        os.utime(folder / f"p{i}.jpg", (past, past))
     return folder
 
 
