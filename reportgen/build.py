@@ -273,9 +273,15 @@ def _run_model(
     *,
     progress: bool,
 ) -> tuple[ModelEntry, str | None, dict[str, str]]:
-    """Run the model over ``todo``, storing each photo's results in the cache: the model's
-    description, where it ran, and why each photo it could not use was left out, by key."""
+    """Run the model over ``todo`` (once for copies of one photo), storing each photo's results in
+    the cache: the model's description, where it ran, and why each photo it could not use was left
+    out, by key."""
     _, _, weights, cache, model = found
+    # Copies of one photo share a key: the model runs over the first, and all take its results.
+    firsts: dict[str, Source] = {}
+    for source in todo:
+        firsts.setdefault(keys[source.rel], source)
+    todo = list(firsts.values())
     # torch (and ray) are imported here, and only here.
     with collector_paused():
         if config.engine == "ray" and todo:
