@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -82,8 +81,7 @@ class ResultCache:
         self.kinds = kinds
         """The pictures every record has: 'input' and the layers drawn."""
         self.stored = 0
-        """Photo records stored through this object (by the encoder threads)."""
-        self._counting = threading.Lock()
+        """Photo records stored through this object (by one thread: the encoder's)."""
         self._root = os.fspath(root)
 
     def key(self, content_sha256: str) -> str:
@@ -193,8 +191,7 @@ class ResultCache:
     def store(self, key: str, record: PhotoRecord) -> None:
         """Keep a photo's record; call after its pictures are written."""
         self._write_entry(key, {"record": serial.dump(record)})
-        with self._counting:
-            self.stored += 1
+        self.stored += 1
 
     def store_unusable(self, key: str, reason: str) -> None:
         """Keep the reason a photo cannot be used."""

@@ -223,24 +223,3 @@ def test_copies_of_a_photo_run_through_the_model_once(tmp_path, weights_file, mo
     tops = {p.source: p.top5 for p in result.photos}
     assert tops["copy-a.jpg"] == tops["photo-000.jpg"] == tops["sub/copy-b.jpg"]
     assert tops["photo-001.jpg"] != tops["photo-000.jpg"]
-
-
-def test_several_encoder_threads_store_what_one_stores(tmp_path, weights_file, monkeypatch):
-    """On a GPU the model's results are encoded and stored by several threads: the same cache
-    entries and site as one thread's, every photo counted once."""
-    from reportgen.inference import stage
-
-    src = tmp_path / "in"
-    make_photos(src, 12)
-    one = run_build(src, tmp_path / "one", str(weights_file), batch_size=2)
-    threads = []
-    monkeypatch.setattr(stage, "encoders", lambda device, workers: threads.append(3) or 3)
-    two = run_build(src, tmp_path / "two", str(weights_file), batch_size=2)
-    assert threads == [3] and two.computed == one.computed == 12
-    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
-    entries = sorted(
-        p.name for p in (state_of(tmp_path / "two") / "cache").rglob("*") if p.is_file()
-    )
-    assert entries == sorted(
-        p.name for p in (state_of(tmp_path / "one") / "cache").rglob("*") if p.is_file()
-    )

@@ -41,11 +41,8 @@ from .model import LoadedModel, conv1_kernels, load_model, pick_device, summariz
 from .pipeline import BatchOutput, DecodeFailure, Decoding, PhotoDataset, run_batches
 
 MIN_BATCH_SIZE = 8
-# Batches whose pictures may wait to be encoded while the model runs on, beyond those being
-# encoded (bounds memory).
-WAITING_BATCHES = 1
-MAX_ENCODERS = 4
-"""Threads that encode and store the model's results, at most (see :func:`encoders`)."""
+# Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
+PENDING_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -106,10 +103,7 @@ def run_model(
                 grids = layer_grids(config.layers, entry.summary.output_shapes)
                 batches = run_batches(loaded, decoding, device, grids, normalize=config.normalize)
                 todo_keys = [keys[s.rel] for s in todo]
-                threads = encoders(device, workers)
-                unread = _fill_cache(
-                    batches, todo_keys, entry.categories, cache, progress, threads=threads
-                )
+                unread = _fill_cache(batches, todo_keys, entry.categories, cache, progress)
                 del batches
             del loaded
     except RuntimeError as exc:
@@ -156,40 +150,22 @@ def defaults(config: Config, device: torch.device, todo: Sequence[Source] = ()) 
     return min(batch, max(MIN_BATCH_SIZE, -(-len(todo) // (2 * max(1, workers))))), workers
 
 
-def encoders(device: torch.device, workers: int) -> int:
-    """Threads that encode the model's results and store them in the cache.
-
-    One on a CPU, where the model and the decoding workers keep every core busy. On a GPU the
-    model leaves the CPU to them, and one thread held the build back: its share of a photo (the
-    grid's JPEG, the record, four files) is about 2 ms, so it stored at most about 500 photos a
-    second where the decoding workers give more. There, as many as the cores the workers leave
-    (one kept for the model's own thread), up to :data:`MAX_ENCODERS`: the JPEG encoder and file
-    writes release the GIL.
-    """
-    if device.type == "cpu":
-        return 1
-    return max(1, min(MAX_ENCODERS, usable_cores() - workers - 2))
-
-
 def _fill_cache(
     batches: Iterator[tuple[BatchOutput | None, list[DecodeFailure]]],
     keys: Sequence[str],
     categories: Sequence[str],
     cache: ResultCache,
     progress: bool,
-    *,
-    threads: int = 1,
 ) -> dict[str, str]:
-    """Store what the model made of each batch; its pictures are encoded by ``threads`` threads
-    while the next batch runs (JPEG encoding releases the GIL, so even one thread overlaps it
-    with the forward pass). ``keys`` must not repeat: two threads never write one entry.
+    """Store what the model made of each batch; its pictures are encoded while the next batch
+    runs (JPEG encoding releases the GIL, so one thread overlaps it with the forward pass).
 
     Returns why photos that could not be read as they were found were left out, by key.
     """
     unread: dict[str, str] = {}
     pending: deque[Future[None]] = deque()
     bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
-    encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="reportgen-pictures")
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
     with WarmHeap() as memory, encoder:
         try:
             for output, failures in batches:
@@ -203,7 +179,7 @@ def _fill_cache(
                     pending.append(
                         encoder.submit(_store_batch, batch_keys, output, categories, cache)
                     )
-                while len(pending) > threads + WAITING_BATCHES:
+                while len(pending) > PENDING_BATCHES:
                     pending.popleft().result()
                 bar.update(len(failures) + (len(output.indices) if output else 0))
                 memory.check()
