@@ -29,7 +29,8 @@ from .model import Conv1Recorder, LayerRecorder, LoadedModel
 
 TOPK = 5
 READ_AHEAD = 512
-"""Photos the workers may decode ahead of the model (77 MB of crops)."""
+"""Photos the workers may decode ahead of the model (77 MB of crops), or one batch a worker where
+that is more (on a GPU machine, 8 workers of 128 photos: 1,024)."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,9 @@ class Decoding:
     """A dataset's photos, decoded batch by batch by a DataLoader's worker processes.
 
     The workers start on construction, so they decode while the caller imports torchvision and
-    loads the model; they read ahead about :data:`READ_AHEAD` photos. Use as a context manager:
-    leaving the block shuts the workers down, also when the body raises. With ``workers=0``,
-    photos are decoded in this process as they are asked for.
+    loads the model; they read ahead about :data:`READ_AHEAD` photos, and at least one batch each.
+    Use as a context manager: leaving the block shuts the workers down, also when the body raises.
+    With ``workers=0``, photos are decoded in this process as they are asked for.
     """
 
     def __init__(
@@ -193,7 +194,7 @@ class Decoding:
             num_workers=workers,
             collate_fn=collate,
             pin_memory=pin,
-            prefetch_factor=max(2, math.ceil(READ_AHEAD / (batch_size * workers)))
+            prefetch_factor=max(1, math.ceil(READ_AHEAD / (batch_size * workers)))
             if workers > 0
             else None,
             persistent_workers=False,
