@@ -86,3 +86,9 @@ def test_decoding_workers_stop_when_the_model_cannot_be_loaded(tmp_path, photos_
     assert code == 1
     assert "is not a PyTorch checkpoint that torch.load can read" in capsys.readouterr().err
     assert not multiprocessing.active_children()
+
+
+def test_workers_read_ahead_about_read_ahead_photos_and_a_batch_each_at_least():
+    assert infer.batches_ahead(64, 1) * 64 == infer.READ_AHEAD  # the CPU's default: 8 batches
+    assert infer.batches_ahead(100, 2) == 3  # 600 photos: READ_AHEAD, rounded up to batches
+    assert infer.batches_ahead(128, 8) == 1  # a GPU machine's: 1,024 photos, not 2,048

@@ -163,6 +163,12 @@ class PhotoDataset(Dataset[DecodedPhoto]):
         return DecodedPhoto(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
 
 
+def batches_ahead(batch_size: int, workers: int) -> int:
+    """Batches each of ``workers`` decodes ahead of the model: :data:`READ_AHEAD` photos in all,
+    and at least one batch each."""
+    return max(1, math.ceil(READ_AHEAD / (batch_size * workers)))
+
+
 def collate(items: list[DecodedPhoto]) -> DecodedBatch:
     """Stack the good photos of a batch; keep the failures."""
     good = [it for it in items if it.pixels is not None]
@@ -194,9 +200,7 @@ class Decoding:
             num_workers=workers,
             collate_fn=collate,
             pin_memory=pin,
-            prefetch_factor=max(1, math.ceil(READ_AHEAD / (batch_size * workers)))
-            if workers > 0
-            else None,
+            prefetch_factor=batches_ahead(batch_size, workers) if workers > 0 else None,
             persistent_workers=False,
         )
         self._batches: Iterator[DecodedBatch] | None = iter(loader) if len(dataset) else iter(())
