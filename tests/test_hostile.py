@@ -192,7 +192,8 @@ def test_a_crashed_worker_fails_the_build_with_a_message(tmp_path, monkeypatch, 
     src.mkdir()
     for i in range(3):
         Image.new("RGB", (30, 30), (i, 0, 0)).save(src / f"{i}.png")
-    Image.new("RGB", (30, 30)).save(src / "crash.png")
+    # Not black: a copy of 0.png would share its results, and the model would not read it.
+    Image.new("RGB", (30, 30), (9, 9, 9)).save(src / "crash.png")
     real = reportgen.inference.pipeline.read_unchanged
 
     def crashing(path, stamp):
