@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -624,11 +625,11 @@ def alike(
     codes = code_pack.read(state / CODES, keys, gathered.cache)
     saved = state / SIMILAR
     previous = None if anew else similar.load(saved)
-    with _MapAhead(codes, sources, keys, previous) as ahead:
-        found = similar.find(sources, keys, codes, previous[0] if previous else None)
-        hand_back()  # the search's graph and buffers: the map and the pages come next
-        clock.lap("similar")
-        places = ahead.result() if ahead else folder_map.layout(codes, found, previous)
+    ahead = _MapAhead(codes, sources, keys, previous)
+    found = similar.find(sources, keys, codes, previous[0] if previous else None)
+    hand_back()  # the search's graph and buffers: the map and the pages come next
+    clock.lap("similar")
+    places = ahead.result() if ahead else folder_map.layout(codes, found, previous)
     del codes
     hand_back()
     clock.lap("map")
@@ -637,17 +638,22 @@ def alike(
 
 
 MAP_APART_FROM = 2000
-"""Photos from which a map drawn anew is drawn in a forked copy of the build, beside the search
-for the nearest photos: t-SNE runs on one thread, the search on every core. At 20,000 photos on 2
-cores, the two took 19 s side by side against 24 s in turn; below, the search takes a fraction of
-a second."""
+"""Photos from which a map drawn anew is drawn by a thread of its own, beside the search for the
+nearest photos: t-SNE runs on one core, mostly outside Python's GIL, and the search on every core.
+At 20,000 photos on 2 cores, the two took 12.0 and 12.7 s side by side against 15.7 and 17.8 s in
+turn; below, the search takes a fraction of a second."""
 
 
 class _MapAhead:
-    """In a large folder whose map is drawn anew, the map, drawn by a forked copy of the build
-    while the build searches for the nearest photos (a new map needs the codes alone). False
-    otherwise: then :func:`folder_map.layout` draws or updates the map in place. Leaving the block
-    before :meth:`result` stops the copy."""
+    """In a large folder whose map is drawn anew, the map, drawn by a thread while the build
+    searches for the nearest photos (a new map needs the codes alone). False otherwise: then
+    :func:`folder_map.layout` draws or updates the map in place.
+
+    A thread, not a forked copy of the build as for the charts: drawing the map widens the codes
+    with torch, and a forked copy of a process whose torch has run its thread pool hangs in it. The
+    thread cannot be stopped: where the build fails first, it finishes its map (a few seconds)
+    and the map is dropped; being a daemon, it never holds up the interpreter's exit.
+    """
 
     def __init__(
         self,
@@ -656,27 +662,33 @@ class _MapAhead:
         keys: list[str],
         previous: folder_map.Previous | None,
     ) -> None:
-        self._helper: forked.Forked | None = None
-        apart = len(keys) >= MAP_APART_FROM and forked.available()
-        if apart and folder_map.drawn_anew(sources, keys, previous):
-            self._helper = forked.Forked(lambda: folder_map.draw(codes))
+        self._thread: threading.Thread | None = None
+        self._places: np.ndarray | None = None
+        self._error: BaseException | None = None
+        if len(keys) >= MAP_APART_FROM and folder_map.drawn_anew(sources, keys, previous):
+            self._thread = threading.Thread(
+                target=self._draw, args=(codes,), name="reportgen-map", daemon=True
+            )
+            self._thread.start()
+
+    def _draw(self, codes: np.ndarray) -> None:
+        try:
+            self._places = folder_map.draw(codes)
+        except BaseException as exc:  # noqa: BLE001 (raised in the build's thread by result())
+            self._error = exc
 
     def __bool__(self) -> bool:
-        return self._helper is not None
+        return self._thread is not None
 
     def result(self) -> np.ndarray:
-        """The map's places, once drawn."""
-        if self._helper is None:
+        """The map's places, once drawn; or what drawing it raised."""
+        if self._thread is None:
             raise RuntimeError("no map is being drawn apart")
-        places, self._helper = self._helper.result(), None
-        return places
-
-    def __enter__(self) -> _MapAhead:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._helper is not None:
-            self._helper.cancel()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._places is not None
+        return self._places
 
 
 CHARTS_APART_FROM = 2000

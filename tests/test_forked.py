@@ -14,7 +14,7 @@ import pytest
 
 import reportgen
 from reportgen import build as build_module
-from reportgen import folder_map, forked
+from reportgen import forked
 from reportgen.errors import BuildError
 from reportgen.site import charts, pages
 
@@ -194,42 +194,3 @@ def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
     assert runs[0] == [first.stdout.split()[0], "4"]  # every photo: in the build's own process
     assert runs[1][1] == "1" and runs[1][0] != done.stdout.split()[0]  # in a copy
     assert site_files(tmp_path / "site") == site_files(tmp_path / "one")
-
-
-def test_a_map_drawn_in_a_forked_copy_is_the_map_drawn_in_place(tmp_path, monkeypatch):
-    src = sample_folder(tmp_path / "in", 4)
-    options = {"weights": "random", "workers": 0}
-    reportgen.build_site(src, tmp_path / "one", **options)
-    drawn_in = tmp_path / "drawn-in.txt"
-    draw = folder_map.draw
-
-    def recorded(codes):
-        with drawn_in.open("a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        return draw(codes)
-
-    monkeypatch.setattr(folder_map, "draw", recorded)
-    monkeypatch.setattr(build_module, "MAP_APART_FROM", 1)
-    reportgen.build_site(src, tmp_path / "two", **options)
-    assert drawn_in.read_text().split() != [str(os.getpid())]  # drawn once, in another process
-    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
-    shutil.copy(SAMPLE_PHOTOS[4], src / "p4.jpg")  # one photo added: placed, not drawn, in place
-    reportgen.build_site(src, tmp_path / "two", **options)
-    assert len(drawn_in.read_text().split()) == 1
-
-
-def test_an_error_in_the_map_copy_fails_the_build_and_leaves_the_old_site(tmp_path, monkeypatch):
-    src = sample_folder(tmp_path / "in", 2)
-    out = tmp_path / "site"
-    reportgen.build_site(src, out, weights="random", workers=0)
-    before = site_files(out)
-
-    def broken(codes):
-        raise MemoryError("the map's t-SNE ran out of memory")
-
-    monkeypatch.setattr(folder_map, "draw", broken)
-    monkeypatch.setattr(build_module, "MAP_APART_FROM", 1)
-    shutil.copy(SAMPLE_PHOTOS[2], src / "p2.jpg")
-    with pytest.raises(MemoryError, match="t-SNE"):  # --full: the map is drawn anew
-        reportgen.build_site(src, out, weights="random", workers=0, full=True)
-    assert site_files(out) == before

@@ -310,3 +310,92 @@ def test_whether_the_map_is_drawn_anew_is_known_before_the_nearest_photos():
         assert np.array_equal(now[:220], places) == (not anew)
         if anew:
             np.testing.assert_array_equal(now, folder_map.draw(codes[:grown]))
+
+
+def site_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_map_drawn_beside_the_search_is_the_map_drawn_in_place(tmp_path, monkeypatch):
+    import threading
+
+    import reportgen
+    from reportgen import build as build_module
+    from reportgen import folder_map
+
+    from .conftest import sample_folder
+
+    src = sample_folder(tmp_path / "in", 4)
+    options = {"weights": "random", "workers": 0}
+    reportgen.build_site(src, tmp_path / "one", **options)
+    drawn_by = []
+    draw = folder_map.draw
+    monkeypatch.setattr(
+        folder_map, "draw", lambda codes: drawn_by.append(threading.current_thread()) or draw(codes)
+    )
+    monkeypatch.setattr(build_module, "MAP_APART_FROM", 1)
+    reportgen.build_site(src, tmp_path / "two", **options)
+    assert [t.name for t in drawn_by] == ["reportgen-map"] and drawn_by[0].daemon
+    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
+    shutil.copy(SAMPLE_PHOTOS[4], src / "p4.jpg")  # one photo added: placed, not drawn
+    reportgen.build_site(src, tmp_path / "two", **options)
+    assert len(drawn_by) == 1
+
+
+def test_an_error_drawing_the_map_beside_the_search_fails_the_build(tmp_path, monkeypatch):
+    import reportgen
+    from reportgen import build as build_module
+    from reportgen import folder_map
+
+    from .conftest import sample_folder
+
+    src = sample_folder(tmp_path / "in", 2)
+    out = tmp_path / "site"
+    reportgen.build_site(src, out, weights="random", workers=0)
+    before = site_files(out)
+
+    def broken(codes):
+        raise MemoryError("the map's t-SNE ran out of memory")
+
+    monkeypatch.setattr(folder_map, "draw", broken)
+    monkeypatch.setattr(build_module, "MAP_APART_FROM", 1)
+    shutil.copy(SAMPLE_PHOTOS[2], src / "p2.jpg")
+    with pytest.raises(MemoryError, match="t-SNE"):  # --full: the map is drawn anew
+        reportgen.build_site(src, out, weights="random", workers=0, full=True)
+    assert site_files(out) == before
+
+
+AFTER_THE_MODEL = """
+import numpy as np, torch
+from reportgen import build, folder_map, similar
+torch.set_num_threads(2)
+torch.ones(1 << 22).add_(1)  # torch's thread pool has run, as after the model's stage
+folder_map.draw = lambda codes: similar.widen(codes)[:, :2].astype(np.float64)  # torch, in parallel
+codes = np.ones((256, 4096), np.float16)
+names = [str(i) for i in range(256)]
+build.MAP_APART_FROM = 1
+print(build._MapAhead(codes, names, names, None).result().shape)
+"""
+
+
+def test_the_map_drawn_beside_the_search_can_use_torch_after_the_model_ran():
+    """Drawn in a forked copy, it hung: the copy's torch waited on the parent's thread pool."""
+    import os
+    import signal
+    import subprocess
+
+    run = subprocess.Popen(
+        [sys.executable, "-c", AFTER_THE_MODEL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a hung copy is stopped with it
+    )
+    try:
+        out, err = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("drawing the map beside the search hung")
+    assert run.returncode == 0, err
+    assert out.split() == ["(256,", "2)"]
