@@ -14,7 +14,6 @@ import dataclasses
 import importlib.util
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -625,70 +624,15 @@ def alike(
     codes = code_pack.read(state / CODES, keys, gathered.cache)
     saved = state / SIMILAR
     previous = None if anew else similar.load(saved)
-    ahead = _MapAhead(codes, sources, keys, previous)
     found = similar.find(sources, keys, codes, previous[0] if previous else None)
     hand_back()  # the search's graph and buffers: the map and the pages come next
     clock.lap("similar")
-    places = ahead.result() if ahead else folder_map.layout(codes, found, previous)
+    places = folder_map.layout(codes, found, previous)
     del codes
     hand_back()
     clock.lap("map")
     similar.save(saved, found, places)
     return dataclasses.replace(analysed, similar=found, places=places)
-
-
-MAP_APART_FROM = 2000
-"""Photos from which a map drawn anew is drawn by a thread of its own, beside the search for the
-nearest photos: t-SNE runs on one core, mostly outside Python's GIL, and the search on every core.
-At 20,000 photos on 2 cores, the two took 12.0 and 12.7 s side by side against 15.7 and 17.8 s in
-turn; below, the search takes a fraction of a second."""
-
-
-class _MapAhead:
-    """In a large folder whose map is drawn anew, the map, drawn by a thread while the build
-    searches for the nearest photos (a new map needs the codes alone). False otherwise: then
-    :func:`folder_map.layout` draws or updates the map in place.
-
-    A thread, not a forked copy of the build as for the charts: drawing the map widens the codes
-    with torch, and a forked copy of a process whose torch has run its thread pool hangs in it. The
-    thread cannot be stopped: where the build fails first, it finishes its map (a few seconds)
-    and the map is dropped; being a daemon, it never holds up the interpreter's exit.
-    """
-
-    def __init__(
-        self,
-        codes: np.ndarray,
-        sources: list[str],
-        keys: list[str],
-        previous: folder_map.Previous | None,
-    ) -> None:
-        self._thread: threading.Thread | None = None
-        self._places: np.ndarray | None = None
-        self._error: BaseException | None = None
-        if len(keys) >= MAP_APART_FROM and folder_map.drawn_anew(sources, keys, previous):
-            self._thread = threading.Thread(
-                target=self._draw, args=(codes,), name="reportgen-map", daemon=True
-            )
-            self._thread.start()
-
-    def _draw(self, codes: np.ndarray) -> None:
-        try:
-            self._places = folder_map.draw(codes)
-        except BaseException as exc:  # noqa: BLE001 (raised in the build's thread by result())
-            self._error = exc
-
-    def __bool__(self) -> bool:
-        return self._thread is not None
-
-    def result(self) -> np.ndarray:
-        """The map's places, once drawn; or what drawing it raised."""
-        if self._thread is None:
-            raise RuntimeError("no map is being drawn apart")
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._places is not None
-        return self._places
 
 
 CHARTS_APART_FROM = 2000

@@ -15,8 +15,6 @@ not reshuffle when ten photos are added; a build that adds more than a tenth of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .similar import BLOCK, INCREMENTAL_SHARE, Neighbours, positions_before, widen
@@ -28,57 +26,40 @@ PLACED_FROM = 5
 """Landmarks a photo that is not one is placed among."""
 SEED = 0
 
-Previous = tuple[Neighbours, "np.ndarray | None"]
-"""The last build's nearest photos and places, as :func:`reportgen.similar.load` gives them."""
-
 
 def layout(
     codes: np.ndarray,
     found: Neighbours,
-    previous: Previous | None = None,
+    previous: tuple[Neighbours, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Each photo's place on the map, (N, 2) in [0, 1], in the folder's source order, from their
     ``codes`` ((N, 4096) float16).
 
     ``previous`` is the last build's neighbours and places: photos still there keep theirs."""
-    kept = _kept(found.sources, found.keys, previous)
+    n = len(found.sources)
+    kept = _kept(found, previous) if previous is not None else None
     if kept is not None:
-        placed = _place_new(*kept, found)
-        if placed is not None:
-            return placed
-    return draw(codes)
-
-
-def drawn_anew(sources: Sequence[str], keys: Sequence[str], previous: Previous | None) -> bool:
-    """Whether :func:`layout` draws these photos' map anew (with :func:`draw`) rather than place
-    the new ones among the last map's: known from the photos' names and keys alone, before their
-    nearest photos are. (When it says no, :func:`layout` may still draw anew: where a new photo
-    has no nearest photo with a place.)"""
-    return _kept(sources, keys, previous) is None
-
-
-def draw(codes: np.ndarray) -> np.ndarray:
-    """A fresh map of every photo, from their ``codes`` alone (see :func:`layout`)."""
+        places, new = kept
+        if len(new) <= max(64, INCREMENTAL_SHARE * n):
+            placed = _place_new(places, new, found)
+            if placed is not None:
+                return placed
     return _normalised(_embed(codes))
 
 
 def _kept(
-    sources: Sequence[str], keys: Sequence[str], previous: Previous | None
+    found: Neighbours, previous: tuple[Neighbours, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Places of the photos the last map had (NaN for the new ones), and the new ones; None when
-    the map is to be drawn anew: there is no last map, or too many photos are new."""
-    if previous is None:
-        return None
+    """Places of the photos the last map had (NaN for the new ones), and the new ones."""
     before, positions = previous
     if positions is None or len(positions) != len(before.sources):
         return None
-    was = positions_before(before, sources, keys)
-    new = np.flatnonzero(was < 0)
-    if len(new) == len(was) or len(new) > max(64, INCREMENTAL_SHARE * len(was)):
+    was = positions_before(before, found.sources, found.keys)
+    if not np.any(was >= 0):
         return None
     places = np.full((len(was), 2), np.nan)
     places[was >= 0] = positions[was[was >= 0]]
-    return places, new
+    return places, np.flatnonzero(was < 0)
 
 
 def _place_new(places: np.ndarray, new: np.ndarray, found: Neighbours) -> np.ndarray | None:
