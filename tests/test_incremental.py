@@ -205,7 +205,7 @@ def test_copies_of_a_photo_run_through_the_model_once(tmp_path, weights_file, mo
     from reportgen.inference import stage
 
     src, out = tmp_path / "in", tmp_path / "site"
-    first, second = make_photos(src, 2)
+    first = make_photos(src, 2)[0]
     shutil.copy(first, src / "copy-a.jpg")
     (src / "sub").mkdir()
     shutil.copy(first, src / "sub" / "copy-b.jpg")
