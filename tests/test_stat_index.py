@@ -37,7 +37,6 @@ def hashed(monkeypatch) -> list[str]:
 
 def settled(folder: Path, count: int) -> Path:
     """Photos last written a minute ago (a file written just now is hashed again next time)."""
-    folder.mkdir()
     sample_folder(folder, count)
     past = time.time() - 60
     for i in range(count):
