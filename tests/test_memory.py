@@ -27,20 +27,6 @@ def test_trims_when_the_process_grows_past_its_ceiling():
         assert heap.trims == 1
 
 
-@pytest.mark.skipif(glibc() is None, reason="only glibc has mallopt and malloc_trim")
-def test_the_base_is_the_largest_size_while_the_pipeline_fills(monkeypatch):
-    sizes = iter([100, 130, 120, 140, 150, 160])
-    monkeypatch.setattr("reportgen.inference.memory.resident_bytes", lambda: next(sizes) << 20)
-    with WarmHeap(slack=0.1, settle=3) as heap:
-        for _ in range(3):
-            heap.check()  # 100, 130, 120: settling, never trimmed however it grows
-        assert (heap.base, heap.trims) == (130 << 20, 0)
-        heap.check()  # 140: within 10 % of 130
-        assert heap.trims == 0
-        heap.check()  # 150: past the ceiling, 143
-        assert (heap.base, heap.trims) == (130 << 20, 1)
-
-
 def test_does_nothing_where_it_cannot_measure(monkeypatch):
     monkeypatch.setattr("reportgen.inference.memory.resident_bytes", lambda: None)
     with WarmHeap() as heap:

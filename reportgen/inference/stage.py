@@ -166,9 +166,7 @@ def _fill_cache(
     pending: deque[Future[None]] = deque()
     bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
-    # The heap's base is settled once the pipeline is full: batches waiting for the encoder,
-    # one being encoded and one in the model.
-    with WarmHeap(settle=PENDING_BATCHES + 2) as memory, encoder:
+    with WarmHeap() as memory, encoder:
         try:
             for output, failures in batches:
                 for failure in failures:
