@@ -46,8 +46,8 @@ class WarmHeap:
     (the encoder busy with one batch while the model runs the next), since that full pipeline is
     the 1.13 times above: 290 trims in 313 batches at 20,000 photos, 20.8 million page faults,
     56.5 s of system time. Settling the base over the first four batches instead, with a 4% slack,
-    cut that to 107 to 179 trims, 9.1 to 14.6 million faults and 34.5 to 41.2 s, 3% of the build,
-    but the peak went to 1,410 to 1,517 MB between runs (1.26 times a build of 300 in the
+    cut that to 107 to 179 trims, 9.1 to 14.6 million faults and 34.5 to 41.2 s (the build 1 to 3%
+    faster), but the peak went to 1,410 to 1,517 MB between runs (1.26 times a build of 300 in the
     benchmark), and handing back all but the top 256 MB peaked at 1,581 MB: memory kept warm is
     the floor each batch's own allocations start from. The memory target is the one kept.
     """
