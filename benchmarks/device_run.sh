@@ -3,7 +3,9 @@
 # Jinja2, tqdm, PyYAML, scikit-learn and pytest; a build also needs openTSNE and faiss-cpu, carried
 # there as wheels and put on PYTHONPATH, which is kept). Most important first; each step has its own
 # time limit, so a slow one cannot starve the next. Figures go to stdout and to $OUT.
+#   LARGE=0    leaves out the phone photos' benchmark and the GPU-decoding check
 #   SMALL=0    leaves out the small photos' benchmark
+#   ENCODERS=N where the model's stage encodes the pictures, a thread or processes, at N photos
 #   SUITE=1    runs the whole test suite first, the builds on the GPU (about 4.5 minutes on an H100)
 #   SCALE=N    the scale benchmark at N photos on CUDA (from 2,000 the pages' and the model's
 #              forked copies run beside CUDA; 3,000 took about 3 minutes)
@@ -19,11 +21,14 @@ step() { local limit=$1 name=$2; shift 2; echo "=== $name"; timeout "$limit" "$@
 # 0. Optional: the whole suite, with the GPU as the tests' device.
 [ "${SUITE:-0}" = 1 ] && step 330 suite python3 -m pytest -q -p no:cacheprovider tests
 # 1. The CUDA path against torchvision's CPU reference (the tests' device is 'auto': the GPU).
-step 120 tests python3 -m pytest -q -p no:cacheprovider tests/test_predictions.py tests/test_cam.py tests/test_decode_fast.py
+#    test_forked's builds encode their pictures in forked processes there, as a GPU build does.
+step 180 tests python3 -m pytest -q -p no:cacheprovider tests/test_predictions.py tests/test_cam.py tests/test_decode_fast.py tests/test_forked.py
 # 2. Phone photos: the build on the GPU, each --decode mode, against the decode-only bounds.
-step 170 bench-large python3 benchmarks/bench_build.py --device cuda --photo-size 4032x3024 --images 32 --repeat 1 --workdir bench-out/dev
+[ "${LARGE:-1}" = 1 ] && step 170 bench-large python3 benchmarks/bench_build.py --device cuda --photo-size 4032x3024 --images 32 --repeat 1 --workdir bench-out/dev
 # 3. torchvision's GPU JPEG decoding against Pillow's, on the same photos.
-step 60 gpu-decode python3 benchmarks/gpu_check.py --images 32 --workdir bench-out/dev
+[ "${LARGE:-1}" = 1 ] && step 60 gpu-decode python3 benchmarks/gpu_check.py --images 32 --workdir bench-out/dev
+# 2b. The pictures encoded by a thread or by processes, beside the model on the GPU.
+[ "${ENCODERS:-0}" -gt 0 ] && step 300 encoders python3 benchmarks/bench_encoders.py --device cuda --images "$ENCODERS" --variants 0,4 --repeat 2 --workdir bench-out/dev-enc
 # 4. Small photos: the first wave's benchmark, on the GPU.
 [ "${SMALL:-1}" = 1 ] && step 170 bench-small python3 benchmarks/bench_build.py --device cuda --images 300 --repeat 1 --naive 5 --workdir bench-out/dev-small
 # 5. Optional: a folder as it grows, on the GPU.

@@ -34,6 +34,8 @@ LARGE_PHOTO_BYTES = 1 << 20
 """Photos whose median file is at least this large are 'large' for the worker count."""
 GPU_BATCH_SIZE = 128
 MAX_GPU_WORKERS = 8
+MAX_ENCODERS = 4
+"""On a GPU machine, processes that encode the pictures beside the model, at most."""
 
 
 def usable_cores() -> int:

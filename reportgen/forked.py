@@ -14,6 +14,8 @@ import fcntl
 import os
 import pickle
 import signal
+import socket
+import struct
 import sys
 import tempfile
 import warnings
@@ -35,12 +37,7 @@ class Forked:
 
     def __init__(self, work: Callable[[], Any]) -> None:
         read, write = os.pipe()
-        with warnings.catch_warnings():
-            # Python 3.12 warns of forking with threads alive: torch's idle workers, where the
-            # model ran in this process; a copy forked then runs none of torch (the pages'), and
-            # one that runs the model is forked only before torch is imported (build's ahead).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        pid = _fork()
         if pid == 0:  # the copy: never returns
             os.close(read)
             _run(work, write)
@@ -95,6 +92,152 @@ class Forked:
             os.kill(self._pid, signal.SIGKILL)
 
 
+class Pool:
+    """``count`` forked copies of this process, each running ``work`` on the tasks handed to it,
+    one at a time, in the order given.
+
+    A task (and what ``work`` returns) travels pickled through a socket, so a task should be data
+    (arrays, bytes), not objects that hold resources; ``work`` itself, and whatever it uses, the
+    copies inherit. Tasks go to the copies in turn: hand a copy its next task once its last answer
+    has been taken (:meth:`Answer.result`), or the hand-over waits for the copy to finish.
+
+    The copies ignore Ctrl-C (the build handles it, then closes the pool) and end by themselves
+    when this process ends without closing it. Use as a context manager: leaving the block lets
+    each copy finish the task it is on, then ends it.
+    """
+
+    def __init__(self, work: Callable[[Any], Any], count: int) -> None:
+        self._copies: list[_Copy] = []
+        self._turn = 0
+        try:
+            for _ in range(count):
+                self._copies.append(_Copy(work, others=self._copies))
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, task: Any) -> Answer:
+        """Hand ``task`` to the next copy in turn: what ``work`` makes of it, to be waited for."""
+        copy = self._copies[self._turn]
+        self._turn = (self._turn + 1) % len(self._copies)
+        return copy.send(task)
+
+    def close(self) -> None:
+        """Let each copy finish its task and end, and wait for it; stop the copies at once if
+        interrupted meanwhile."""
+        try:
+            for copy in self._copies:
+                copy.finish()
+            for copy in self._copies:
+                copy.reap()
+        except BaseException:
+            for copy in self._copies:
+                copy.kill()
+            raise
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Answer:
+    """What a :class:`Pool`'s copy makes of one task."""
+
+    def __init__(self, copy: _Copy, number: int) -> None:
+        self._copy, self._number = copy, number
+        self._outcome: tuple[str, Any] | None = None
+
+    def result(self) -> Any:
+        """What ``work`` returned for the task, once the copy has finished it (again, as often
+        as asked).
+
+        Raises:
+            whatever ``work`` raised; BuildError if the copy died.
+        """
+        if self._outcome is None:
+            self._outcome = self._copy.answer(self._number)
+        outcome, value = self._outcome
+        if outcome == "raised":
+            raise value
+        return value
+
+
+class _Copy:
+    """One of a :class:`Pool`'s processes, seen from the process that forked it."""
+
+    def __init__(self, work: Callable[[Any], Any], others: list[_Copy]) -> None:
+        mine, theirs = socket.socketpair()
+        pid = _fork()
+        if pid == 0:  # the copy: never returns
+            for other in others:  # a sibling's end would keep that sibling waiting for tasks
+                other.sock.close()
+            mine.close()
+            _serve(work, theirs, os.getppid())
+        theirs.close()
+        self.pid, self.sock = pid, mine
+        self._sent = self._taken = 0
+        self._early: dict[int, tuple[str, Any]] = {}
+        self._status: int | None = None
+
+    def send(self, task: Any) -> Answer:
+        _send(self.sock, pickle.dumps(task, protocol=5))
+        self._sent += 1
+        return Answer(self, self._sent - 1)
+
+    def answer(self, number: int) -> tuple[str, Any]:
+        """The outcome of the copy's task ``number``: its answers are read in order, and those
+        of later tasks kept till asked for."""
+        while number not in self._early:
+            if not self._read_answer():
+                how = self._end()
+                raise BuildError(f"a helper process of the build ended unexpectedly ({how})")
+        return self._early.pop(number)
+
+    def _read_answer(self) -> bool:
+        """Read the copy's next answer; False if it has ended (or its socket is closed)."""
+        if self.sock.fileno() == -1:
+            return False
+        try:
+            message = _receive(self.sock)
+        except EOFError:
+            message = None
+        if message is None:
+            return False
+        self._early[self._taken] = pickle.loads(message)  # noqa: S301 (our own fork's answer)
+        self._taken += 1
+        return True
+
+    def _end(self) -> str:
+        """How the copy ended, once it has."""
+        if self._status is None:
+            _, self._status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(self._status)
+        return f"exit status {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+
+    def finish(self) -> None:
+        """No more tasks: the copy ends once it has done those it has (even where another
+        process holds this end of the socket, inherited)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def reap(self) -> None:
+        """Keep the answers the copy has yet to give (they can still be taken), then wait for
+        it to end."""
+        while self._read_answer():
+            pass
+        self._end()
+        self.sock.close()
+
+    def kill(self) -> None:
+        if self._status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._end()
+        self.sock.close()
+
+
 class Blocks:
     """The numbers 0 to ``count`` - 1, handed out a block at a time to whichever process asks
     first, across a fork: two processes that share the work this way finish together whatever
@@ -147,3 +290,80 @@ def _run(work: Callable[[], Any], fd: int) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _fork() -> int:
+    with warnings.catch_warnings():
+        # Python 3.12 warns of forking with threads alive: torch's idle workers, where the
+        # model ran in this process; a copy forked then runs none of torch (the pages'), and
+        # one that runs the model is forked only before torch is imported (build's ahead).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+_LENGTH = struct.Struct("<Q")
+_PARENT_CHECK_SECONDS = 1.0
+
+
+def _serve(work: Callable[[Any], Any], sock: socket.socket, parent: int) -> None:
+    """In a pool's copy: answer each task that comes, until the build says there are no more or
+    is gone; then end without running anything of the build's own exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    code = 0
+    try:
+        while (message := _receive(sock, alive=lambda: os.getppid() == parent)) is not None:
+            task = pickle.loads(message)  # noqa: S301 (from the process that forked this one)
+            del message
+            try:
+                answer = pickle.dumps(("returned", work(task)), protocol=5)
+            except Exception as exc:  # noqa: BLE001 (handed to the build, which raises it)
+                try:
+                    answer = pickle.dumps(("raised", exc))
+                except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
+                    answer = pickle.dumps(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
+            del task
+            _send(sock, answer)
+    except BaseException:  # noqa: BLE001 (the build reports the copy's end)
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    sock.settimeout(None)
+    sock.sendall(_LENGTH.pack(len(data)))
+    sock.sendall(data)
+
+
+def _receive(sock: socket.socket, alive: Callable[[], bool] | None = None) -> bytes | None:
+    """The next message, or None at the end of the stream (or once ``alive`` says the sender is
+    gone, checked each second while none comes)."""
+    head = _receive_exactly(sock, _LENGTH.size, alive)
+    if head is None:
+        return None
+    body = _receive_exactly(sock, _LENGTH.unpack(head)[0], alive)
+    if body is None:
+        raise EOFError("the stream ended inside a message")
+    return body
+
+
+def _receive_exactly(
+    sock: socket.socket, size: int, alive: Callable[[], bool] | None
+) -> bytearray | None:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    sock.settimeout(_PARENT_CHECK_SECONDS if alive else None)
+    while got < size:
+        try:
+            count = sock.recv_into(view[got:])
+        except TimeoutError:
+            if alive is not None and not alive():
+                return None
+            continue
+        if count == 0:
+            if got:
+                raise EOFError("the stream ended inside a message")
+            return None
+        got += count
+    return buffer

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import reportgen
 from reportgen import build as build_module
 from reportgen import forked
+from reportgen.cache import ResultCache
 from reportgen.errors import BuildError
+from reportgen.inference import stage
 from reportgen.site import charts, pages
 
 from .conftest import SAMPLE_PHOTOS, sample_folder, state_of
@@ -194,3 +199,171 @@ def test_a_few_photos_added_run_through_the_model_in_a_forked_copy(tmp_path):
     assert runs[0] == [first.stdout.split()[0], "4"]  # every photo: in the build's own process
     assert runs[1][1] == "1" and runs[1][0] != done.stdout.split()[0]  # in a copy
     assert site_files(tmp_path / "site") == site_files(tmp_path / "one")
+
+
+# --- a pool of copies: the pictures' encoders beside the model on a GPU machine ------------------
+
+
+def test_a_pool_answers_every_task_in_its_copies_in_turn():
+    with forked.Pool(lambda n: (n * n, os.getpid()), 3) as pool:
+        answers = [pool.submit(n) for n in range(8)]
+        late = answers[6].result()  # before the copy's earlier answers: each still its own
+        results = [answer.result() for answer in answers]
+    assert late == results[6]
+    assert [square for square, _ in results] == [n * n for n in range(8)]
+    pids = [pid for _, pid in results]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert pids[:3] == pids[3:6] == [*pids[6:], pids[2]]
+
+
+def test_a_pool_takes_tasks_larger_than_the_socket_holds():
+    data = np.random.default_rng(0).integers(0, 255, (32, 1024, 1024), dtype=np.uint8)
+    with forked.Pool(lambda array: (array.shape, int(array.sum(dtype=np.int64))), 2) as pool:
+        assert pool.submit(data).result() == (data.shape, int(data.sum(dtype=np.int64)))
+
+
+def test_an_error_in_a_copy_is_raised_where_its_answer_is_taken_and_the_copy_goes_on():
+    def work(name: str) -> str:
+        if name == "bad":
+            raise OSError(28, "No space left on device", name)
+        return name.upper()
+
+    with forked.Pool(work, 1) as pool:
+        bad, good = pool.submit("bad"), pool.submit("good")
+        with pytest.raises(OSError, match="No space left") as raised:
+            bad.result()
+        assert raised.value.errno == 28 and raised.value.filename == "bad"
+        assert good.result() == "GOOD"
+
+
+def test_a_copy_that_dies_is_an_error_not_a_hang():
+    with (
+        forked.Pool(lambda code: os._exit(code), 1) as pool,
+        pytest.raises(BuildError, match=r"ended unexpectedly \(exit status 3\)"),
+    ):
+        pool.submit(3).result()
+
+
+def test_closing_a_pool_lets_each_copy_finish_its_task_and_reaps_it(tmp_path):
+    def work(name: str) -> None:
+        time.sleep(0.3)
+        (tmp_path / name).write_text("done")
+
+    with forked.Pool(work, 2) as pool:
+        pool.submit("a")
+        pool.submit("b")
+        os.kill(pool._copies[0].pid, signal.SIGINT)  # Ctrl-C is the build's to handle
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    for copy in pool._copies:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(copy.pid, os.WNOHANG)
+
+
+ORPHANS = """
+import os, time
+from reportgen import forked
+from reportgen.cache import ResultCache
+pool = forked.Pool(lambda task: None, 2)
+holder = os.fork()
+if holder == 0:  # as the decoding workers, forked after the copies: it holds the build's ends
+    time.sleep(30)
+    os._exit(0)
+print(holder, *[copy.pid for copy in pool._copies], flush=True)
+os._exit(0)  # killed, say: the pool is never closed
+"""
+
+
+def test_copies_end_by_themselves_when_the_build_is_gone(tmp_path):
+    shown = tmp_path / "pids.txt"
+    with shown.open("w") as fh:  # a file, not a pipe: run() returns when the build has ended
+        subprocess.run([sys.executable, "-c", ORPHANS], stdout=fh, check=True)
+    holder, *pids = (int(pid) for pid in shown.read_text().split())
+    try:
+        assert len(pids) == 2
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in pids)
+    finally:
+        os.kill(holder, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has ended; its new parent may not reap it
+
+
+def test_processes_to_encode_are_those_the_decoding_workers_leave_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(stage, "usable_cores", lambda: 16)
+    assert stage.encoder_processes(torch.device("cpu"), 1) == 0
+    assert stage.encoder_processes(torch.device("cuda"), 8) == 4
+    monkeypatch.setattr(stage, "usable_cores", lambda: 8)
+    assert stage.encoder_processes(torch.device("cuda"), 5) == 2
+    assert stage.encoder_processes(torch.device("cuda"), 6) == 0  # one spare core: the thread
+
+
+def test_pictures_encoded_in_copies_are_those_encoded_in_a_thread(tmp_path, monkeypatch):
+    src = sample_folder(tmp_path / "in", 5)
+    options = {"weights": "random", "workers": 0, "batch_size": 2}
+    reportgen.build_site(src, tmp_path / "one", **options)
+    stored_in = tmp_path / "stored-in.txt"
+    store = stage._store_batch
+
+    def recorded(keys, *args):
+        with stored_in.open("a") as fh:
+            fh.write(f"{os.getpid()} {len(keys)}\n")
+        return store(keys, *args)
+
+    monkeypatch.setattr(stage, "_store_batch", recorded)
+    monkeypatch.setattr(stage, "encoder_processes", lambda device, workers: 2)
+    reportgen.build_site(src, tmp_path / "two", **options)
+    stores = [line.split() for line in stored_in.read_text().splitlines()]
+    assert [count for _, count in stores] == ["2", "2", "1"]
+    pids = [pid for pid, _ in stores]
+    assert pids[0] == pids[2] != pids[1] and str(os.getpid()) not in pids
+    assert site_files(tmp_path / "two") == site_files(tmp_path / "one")
+    assert site_files(state_of(tmp_path / "two") / "cache") == site_files(
+        state_of(tmp_path / "one") / "cache"
+    )
+
+
+def test_an_error_in_an_encoding_copy_fails_the_build_and_leaves_the_old_site(
+    tmp_path, monkeypatch
+):
+    src = sample_folder(tmp_path / "in", 2)
+    out = tmp_path / "site"
+    reportgen.build_site(src, out, weights="random", workers=0)
+    before = site_files(out)
+    build = os.getpid()
+
+    def full(*args):
+        if os.getpid() != build:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stage, "store_result", full)
+    monkeypatch.setattr(stage, "encoder_processes", lambda device, workers: 2)
+    shutil.copy(SAMPLE_PHOTOS[2], src / "p2.jpg")
+    with pytest.raises(reportgen.ReportgenError, match="No space left"):
+        reportgen.build_site(src, out, weights="random", workers=0)
+    assert site_files(out) == before
+
+
+def test_batches_handed_to_copies_are_stored_and_counted_when_the_build_stops_early(
+    tmp_path, monkeypatch
+):
+    def store(keys, output, categories, cache):
+        time.sleep(0.3)
+        for key in keys:
+            (tmp_path / key).write_text(str(os.getpid()))
+
+    monkeypatch.setattr(stage, "_store_batch", store)
+    cache = ResultCache(tmp_path / "cache", "fingerprint")
+    with pytest.raises(KeyboardInterrupt), stage.Encoder(cache, 2) as encoder:
+        encoder.submit(["a", "b"], None, [])
+        encoder.submit(["c"], None, [])
+        raise KeyboardInterrupt  # Ctrl-C while both copies work
+    assert sorted(p.name for p in tmp_path.glob("?")) == ["a", "b", "c"]
+    assert cache.stored == 3  # what the build says it kept
