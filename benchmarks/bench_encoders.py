@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,9 @@ stage.encoder_processes = lambda device, workers: count
 
 
 def build(folder: Path, out: Path, device: str, variant: int, home: Path) -> dict:
+    """A cold build: whatever an earlier run left at ``out`` and ``home`` is removed first."""
+    for old in (out, home):
+        shutil.rmtree(old, ignore_errors=True)
     cmd = [sys.executable, "-c", VARIANT + CHILD, "build", str(folder), "--out", str(out)]
     cmd += ["--weights", "random", "--device", device, "--quiet"]
     env = {**os.environ, "BENCH_ENCODERS": str(variant), "REPORTGEN_HOME": str(home)}
