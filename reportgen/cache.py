@@ -81,7 +81,8 @@ class ResultCache:
         self.kinds = kinds
         """The pictures every record has: 'input' and the layers drawn."""
         self.stored = 0
-        """Photo records stored through this object (by one thread: the encoder's)."""
+        """Photo records stored for this build: through this object by the encoder's thread, or
+        counted as the encoder's processes (each with a copy of this object) report them."""
         self._root = os.fspath(root)
 
     def key(self, content_sha256: str) -> str:

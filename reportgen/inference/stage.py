@@ -252,8 +252,9 @@ def _fill_cache(
     encoder: Encoder,
     progress: bool,
 ) -> dict[str, str]:
-    """Store what the model made of each batch; its pictures are encoded while the next batch
-    runs (JPEG encoding releases the GIL, so one thread overlaps it with the forward pass).
+    """Store what the model made of each batch: the encoder stores it while the model runs the
+    next (JPEG encoding releases the GIL, so on the CPU one thread overlaps it with the forward
+    pass; see :class:`Encoder`).
 
     Returns why photos that could not be read as they were found were left out, by key.
     """
