@@ -5,6 +5,9 @@ are: the pages of a large folder, and the exports beside them, are split between
 forked copy of it. The copy inherits everything the build holds (the photos' records, the
 templates), writes its own files, and hands back what its work returned; its memory is shared
 with the build's until either writes to it.
+
+During the model's stage on a GPU, a :class:`Pool` of such copies encodes each batch's pictures
+and writes them to the cache, handed the batches in turn.
 """
 
 from __future__ import annotations
@@ -182,7 +185,11 @@ class _Copy:
         self._status: int | None = None
 
     def send(self, task: Any) -> Answer:
-        _send(self.sock, pickle.dumps(task, protocol=5))
+        try:
+            _send(self.sock, pickle.dumps(task, protocol=5))
+        except (BrokenPipeError, ConnectionResetError):
+            how = self._end()
+            raise BuildError(f"a helper process of the build ended unexpectedly ({how})") from None
         self._sent += 1
         return Answer(self, self._sent - 1)
 
@@ -295,8 +302,9 @@ def _run(work: Callable[[], Any], fd: int) -> None:
 def _fork() -> int:
     with warnings.catch_warnings():
         # Python 3.12 warns of forking with threads alive: torch's idle workers, where the
-        # model ran in this process; a copy forked then runs none of torch (the pages'), and
-        # one that runs the model is forked only before torch is imported (build's ahead).
+        # model ran in this process. A copy forked then runs none of torch (the pages', the
+        # pictures' encoders); one that runs the model is forked only before torch is imported
+        # (build's ahead).
         warnings.simplefilter("ignore", DeprecationWarning)
         return os.fork()
 

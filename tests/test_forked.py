@@ -236,12 +236,32 @@ def test_an_error_in_a_copy_is_raised_where_its_answer_is_taken_and_the_copy_goe
         assert good.result() == "GOOD"
 
 
+def test_an_error_that_cannot_travel_is_named_and_the_copy_goes_on():
+    class Local(Exception):  # a class pickle cannot find by name
+        pass
+
+    def work(n: int) -> int:
+        if n == 0:
+            raise Local("disk on fire")
+        return n
+
+    with forked.Pool(work, 1) as pool:
+        bad, good = pool.submit(0), pool.submit(1)
+        with pytest.raises(BuildError, match="Local: disk on fire"):
+            bad.result()
+        assert good.result() == 1
+
+
 def test_a_copy_that_dies_is_an_error_not_a_hang():
     with (
         forked.Pool(lambda code: os._exit(code), 1) as pool,
         pytest.raises(BuildError, match=r"ended unexpectedly \(exit status 3\)"),
     ):
         pool.submit(3).result()
+    with forked.Pool(lambda task: None, 1) as pool:
+        os.kill(pool._copies[0].pid, signal.SIGKILL)
+        with pytest.raises(BuildError, match=r"ended unexpectedly \(killed by SIGKILL\)"):
+            pool.submit(np.zeros(1 << 22, np.uint8)).result()  # more than the socket holds
 
 
 def test_closing_a_pool_lets_each_copy_finish_its_task_and_reaps_it(tmp_path):
