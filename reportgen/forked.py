@@ -23,6 +23,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import BuildError
@@ -101,8 +102,10 @@ class Pool:
 
     A task (and what ``work`` returns) travels pickled through a socket, so a task should be data
     (arrays, bytes), not objects that hold resources; ``work`` itself, and whatever it uses, the
-    copies inherit. Tasks go to the copies in turn: hand a copy its next task once its last answer
-    has been taken (:meth:`Answer.result`), or the hand-over waits for the copy to finish.
+    copies inherit. A thread of this process hands the tasks over, its arrays' memory sent as it
+    is, so :meth:`submit` returns at once: leave a task's arrays unchanged until its answer is
+    taken (:meth:`Answer.result`). Tasks go to the copies in turn: hand a copy its next task once
+    its last answer has been taken, or the hand-over waits for the copy to finish.
 
     The copies ignore Ctrl-C (the build handles it, then closes the pool) and end by themselves
     when this process ends without closing it. Use as a context manager: leaving the block lets
@@ -112,6 +115,7 @@ class Pool:
     def __init__(self, work: Callable[[Any], Any], count: int) -> None:
         self._copies: list[_Copy] = []
         self._turn = 0
+        self._handover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-handover")
         try:
             for _ in range(count):
                 self._copies.append(_Copy(work, others=self._copies))
@@ -123,12 +127,13 @@ class Pool:
         """Hand ``task`` to the next copy in turn: what ``work`` makes of it, to be waited for."""
         copy = self._copies[self._turn]
         self._turn = (self._turn + 1) % len(self._copies)
-        return copy.send(task)
+        return copy.send(task, self._handover)
 
     def close(self) -> None:
         """Let each copy finish its task and end, and wait for it; stop the copies at once if
         interrupted meanwhile."""
         try:
+            self._handover.shutdown()  # every task handed over
             for copy in self._copies:
                 copy.finish()
             for copy in self._copies:
@@ -136,6 +141,7 @@ class Pool:
         except BaseException:
             for copy in self._copies:
                 copy.kill()
+            self._handover.shutdown()  # a hand-over to a copy killed has failed
             raise
 
     def __enter__(self) -> Pool:
@@ -148,8 +154,8 @@ class Pool:
 class Answer:
     """What a :class:`Pool`'s copy makes of one task."""
 
-    def __init__(self, copy: _Copy, number: int) -> None:
-        self._copy, self._number = copy, number
+    def __init__(self, copy: _Copy, number: int, sent: Future[None]) -> None:
+        self._copy, self._number, self._sent = copy, number, sent
         self._outcome: tuple[str, Any] | None = None
 
     def result(self) -> Any:
@@ -160,7 +166,7 @@ class Answer:
             whatever ``work`` raised; BuildError if the copy died.
         """
         if self._outcome is None:
-            self._outcome = self._copy.answer(self._number)
+            self._outcome = self._copy.answer(self._number, self._sent)
         outcome, value = self._outcome
         if outcome == "raised":
             raise value
@@ -184,18 +190,20 @@ class _Copy:
         self._early: dict[int, tuple[str, Any]] = {}
         self._status: int | None = None
 
-    def send(self, task: Any) -> Answer:
+    def send(self, task: Any, handover: ThreadPoolExecutor) -> Answer:
+        """Pickle ``task`` here and have ``handover``'s thread send it."""
+        sent = handover.submit(_send_parts, self.sock, _pack(task))
+        self._sent += 1
+        return Answer(self, self._sent - 1, sent)
+
+    def answer(self, number: int, sent: Future[None]) -> tuple[str, Any]:
+        """The outcome of the copy's task ``number`` (``sent``: its hand-over): its answers are
+        read in order, and those of later tasks kept till asked for."""
         try:
-            _send(self.sock, pickle.dumps(task, protocol=5))
+            sent.result()
         except (BrokenPipeError, ConnectionResetError):
             how = self._end()
             raise BuildError(f"a helper process of the build ended unexpectedly ({how})") from None
-        self._sent += 1
-        return Answer(self, self._sent - 1)
-
-    def answer(self, number: int) -> tuple[str, Any]:
-        """The outcome of the copy's task ``number``: its answers are read in order, and those
-        of later tasks kept till asked for."""
         while number not in self._early:
             if not self._read_answer():
                 how = self._end()
@@ -212,7 +220,7 @@ class _Copy:
             message = None
         if message is None:
             return False
-        self._early[self._taken] = pickle.loads(message)  # noqa: S301 (our own fork's answer)
+        (self._early[self._taken],) = message
         self._taken += 1
         return True
 
@@ -310,6 +318,7 @@ def _fork() -> int:
 
 
 _LENGTH = struct.Struct("<Q")
+_HEAD = struct.Struct("<QQ")  # a message's pickle's length, and how many buffers follow it
 _PARENT_CHECK_SECONDS = 1.0
 
 
@@ -321,39 +330,57 @@ def _serve(work: Callable[[Any], Any], sock: socket.socket, parent: int) -> None
     code = 0
     try:
         while (message := _receive(sock, alive=lambda: os.getppid() == parent)) is not None:
-            task = pickle.loads(message)  # noqa: S301 (from the process that forked this one)
+            (task,) = message
             del message
             try:
-                answer = pickle.dumps(("returned", work(task)), protocol=5)
+                answer = _pack(("returned", work(task)))
             except Exception as exc:  # noqa: BLE001 (handed to the build, which raises it)
                 try:
-                    answer = pickle.dumps(("raised", exc))
+                    answer = _pack(("raised", exc))
                 except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
-                    answer = pickle.dumps(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
+                    answer = _pack(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
             del task
-            _send(sock, answer)
+            _send_parts(sock, answer)
     except BaseException:  # noqa: BLE001 (the build reports the copy's end)
         code = 1
     finally:
         os._exit(code)
 
 
-def _send(sock: socket.socket, data: bytes) -> None:
+def _pack(obj: Any) -> list[bytes | memoryview]:
+    """``obj`` pickled, as the parts of one message: its arrays' memory is sent as it is (pickle's
+    out-of-band buffers), not copied into the pickle first (a batch's pictures are about 30 MB)."""
+    buffers: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [buffer.raw() for buffer in buffers]
+    sizes = b"".join(_LENGTH.pack(view.nbytes) for view in views)
+    return [_HEAD.pack(len(meta), len(views)) + sizes, meta, *views]
+
+
+def _send_parts(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
     sock.settimeout(None)
-    sock.sendall(_LENGTH.pack(len(data)))
-    sock.sendall(data)
+    for part in parts:
+        sock.sendall(part)
 
 
-def _receive(sock: socket.socket, alive: Callable[[], bool] | None = None) -> bytes | None:
-    """The next message, or None at the end of the stream (or once ``alive`` says the sender is
-    gone, checked each second while none comes)."""
-    head = _receive_exactly(sock, _LENGTH.size, alive)
+def _receive(sock: socket.socket, alive: Callable[[], bool] | None = None) -> tuple[Any] | None:
+    """The next object sent, as a 1-tuple; None at the end of the stream (or once ``alive``
+    says the sender is gone, checked each second while none comes)."""
+    head = _receive_exactly(sock, _HEAD.size, alive)
     if head is None:
         return None
-    body = _receive_exactly(sock, _LENGTH.unpack(head)[0], alive)
-    if body is None:
+    meta_size, count = _HEAD.unpack(head)
+    sizes = _receive_exactly(sock, _LENGTH.size * count, alive) if count else b""
+    meta = _receive_exactly(sock, meta_size, alive)
+    if sizes is None or meta is None:
         raise EOFError("the stream ended inside a message")
-    return body
+    buffers = []
+    for (size,) in _LENGTH.iter_unpack(sizes):
+        buffer = _receive_exactly(sock, size, alive) if size else bytearray()
+        if buffer is None:
+            raise EOFError("the stream ended inside a message")
+        buffers.append(buffer)
+    return (pickle.loads(meta, buffers=buffers),)  # noqa: S301 (between a build and its copies)
 
 
 def _receive_exactly(

@@ -4,6 +4,7 @@ folders, the model's run over a few photos added to one."""
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -216,10 +217,23 @@ def test_a_pool_answers_every_task_in_its_copies_in_turn():
     assert pids[:3] == pids[3:6] == [*pids[6:], pids[2]]
 
 
-def test_a_pool_takes_tasks_larger_than_the_socket_holds():
-    data = np.random.default_rng(0).integers(0, 255, (32, 1024, 1024), dtype=np.uint8)
-    with forked.Pool(lambda array: (array.shape, int(array.sum(dtype=np.int64))), 2) as pool:
-        assert pool.submit(data).result() == (data.shape, int(data.sum(dtype=np.int64)))
+def test_a_pool_takes_tasks_larger_than_the_socket_holds_arrays_of_every_layout():
+    rng = np.random.default_rng(0)
+    grids = rng.integers(0, 255, (32, 1024, 1024), dtype=np.uint8)  # sent as it is: 32 MB
+    task = {
+        "grids": grids,
+        "codes": rng.standard_normal((8, 4096)).astype(np.float16),
+        "columns": np.asfortranarray(rng.standard_normal((5, 7))),
+        "strided": grids[:4, ::3, 1::2],  # not contiguous: inside the pickle
+        "empty": np.zeros((0, 3), np.float32),
+        "crops": [b"\xff\xd8 a JPEG", b""],
+    }
+
+    def digest(task: dict) -> dict:
+        return {name: pickle.dumps(value) for name, value in task.items()}
+
+    with forked.Pool(digest, 2) as pool:
+        assert pool.submit(task).result() == digest(task)
 
 
 def test_an_error_in_a_copy_is_raised_where_its_answer_is_taken_and_the_copy_goes_on():
