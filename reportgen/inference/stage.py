@@ -187,21 +187,31 @@ class Encoder:
 
     def __init__(self, cache: ResultCache, processes: int = 0) -> None:
         self.cache = cache
-        self.capacity = processes or PENDING_BATCHES
+        self._capacity = processes or PENDING_BATCHES
         """Batches that may wait for the encoder while the model runs the next."""
+        self._pending: deque[Future[None] | _Stored] = deque()
         self._pool = forked.Pool(self._store, processes) if processes else None
-        self._handed: list[_Stored] = []
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
+        self._thread = (
+            None
+            if processes
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pictures")
+        )
 
-    def submit(
-        self, keys: Sequence[str], output: BatchOutput, categories: Sequence[str]
-    ) -> Future[None] | _Stored:
-        """Store one batch's results, soon: wait for what this returns before the build ends."""
-        if self._pool is None:
-            return self._thread.submit(_store_batch, keys, output, categories, self.cache)
-        stored = _Stored(self._pool.submit((keys, output, categories)), self.cache)
-        self._handed.append(stored)
-        return stored
+    def submit(self, keys: Sequence[str], output: BatchOutput, categories: Sequence[str]) -> None:
+        """Store one batch's results, soon: first waits while as many batches as the encoder
+        holds are waiting for it (raising what storing one of them raised)."""
+        while len(self._pending) >= self._capacity:
+            self._pending.popleft().result()
+        if self._thread is not None:
+            stored = self._thread.submit(_store_batch, keys, output, categories, self.cache)
+        else:  # the copies
+            stored = _Stored(self._pool.submit((keys, output, categories)), self.cache)
+        self._pending.append(stored)
+
+    def wait(self) -> None:
+        """Wait for every batch handed over to be stored (raising what storing one raised)."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def _store(self, task: tuple[Sequence[str], BatchOutput, Sequence[str]]) -> int:
         """In a copy: store one batch; how many photos it stored."""
@@ -213,15 +223,14 @@ class Encoder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Wait for the batches handed over (as the thread does for those queued to it), so the
-        cache's count of photos stored is whole when the build stops early."""
-        try:
-            if self._pool is not None:
-                self._pool.close()
-                for stored in self._handed:
-                    stored.count()
-        finally:
+        """Let the batches handed over be stored (the thread's queue, or each copy's batch), and
+        count those the copies stored, so the count is whole when the build stops early."""
+        if self._thread is not None:
             self._thread.shutdown()
+        if self._pool is not None:
+            self._pool.close()
+            for stored in self._pending:
+                stored.count()
 
 
 class _Stored:
@@ -230,13 +239,9 @@ class _Stored:
 
     def __init__(self, answer: forked.Answer, cache: ResultCache) -> None:
         self._answer, self._cache = answer, cache
-        self._counted = False
 
     def result(self) -> None:
-        stored = self._answer.result()
-        if not self._counted:
-            self._cache.stored += stored
-            self._counted = True
+        self._cache.stored += self._answer.result()
 
     def count(self) -> None:
         """Count the batch's photos if the copy stored them; when it did not, the build is
@@ -259,7 +264,6 @@ def _fill_cache(
     Returns why photos that could not be read as they were found were left out, by key.
     """
     unread: dict[str, str] = {}
-    pending: deque[Future[None] | _Stored] = deque()
     bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
     with WarmHeap() as memory:
         try:
@@ -271,16 +275,13 @@ def _fill_cache(
                     else:
                         unread[keys[failure.index]] = failure.reason
                 if output is not None:
-                    while len(pending) >= encoder.capacity:
-                        pending.popleft().result()
                     batch_keys = [keys[i] for i in output.indices]
-                    pending.append(encoder.submit(batch_keys, output, categories))
+                    encoder.submit(batch_keys, output, categories)
                     done += len(batch_keys)
                     del output  # a copy has it: not kept while the model runs the next batch
                 bar.update(done)
                 memory.check()
-            while pending:
-                pending.popleft().result()
+            encoder.wait()
         finally:
             bar.close()
     return unread
