@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import pickle
 import signal
@@ -24,9 +25,11 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import BuildError
+
+_Packed = TypeVar("_Packed")
 
 
 def available() -> bool:
@@ -202,12 +205,10 @@ class _Copy:
         try:
             sent.result()
         except (BrokenPipeError, ConnectionResetError):
-            how = self._end()
-            raise BuildError(f"a helper process of the build ended unexpectedly ({how})") from None
+            raise self._ended() from None
         while number not in self._early:
             if not self._read_answer():
-                how = self._end()
-                raise BuildError(f"a helper process of the build ended unexpectedly ({how})")
+                raise self._ended()
         return self._early.pop(number)
 
     def _read_answer(self) -> bool:
@@ -223,6 +224,10 @@ class _Copy:
         (self._early[self._taken],) = message
         self._taken += 1
         return True
+
+    def _ended(self) -> BuildError:
+        """The error of a copy that ended before answering."""
+        return BuildError(f"a helper process of the build ended unexpectedly ({self._end()})")
 
     def _end(self) -> str:
         """How the copy ended, once it has."""
@@ -291,13 +296,8 @@ def _run(work: Callable[[], Any], fd: int) -> None:
     of the build's own exit (its locks, files and buffers are the build's)."""
     code = 0
     try:
-        try:
-            answer = pickle.dumps(("returned", work()))
-        except BaseException as exc:  # noqa: BLE001 (handed to the build, which raises it)
-            try:
-                answer = pickle.dumps(("raised", exc))
-            except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
-                answer = pickle.dumps(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
+        # Whatever ends the copy's work, Ctrl-C too, is handed to the build, which raises it.
+        answer = _packed_outcome(work, pickle.dumps, catch=BaseException)
         view = memoryview(answer)
         while view:
             view = view[os.write(fd, view) :]
@@ -305,6 +305,21 @@ def _run(work: Callable[[], Any], fd: int) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _packed_outcome(
+    work: Callable[[], Any], pack: Callable[[Any], _Packed], *, catch: type[BaseException]
+) -> _Packed:
+    """What ``work`` returned, or the ``catch`` it raised, packed for the build:
+    ``("returned", value)`` or ``("raised", exception)``; an exception that pickle cannot carry
+    becomes a BuildError that names it."""
+    try:
+        return pack(("returned", work()))
+    except catch as exc:  # handed to the build, which raises it
+        try:
+            return pack(("raised", exc))
+        except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
+            return pack(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
 
 
 def _fork() -> int:
@@ -332,13 +347,7 @@ def _serve(work: Callable[[Any], Any], sock: socket.socket, parent: int) -> None
         while (message := _receive(sock, alive=lambda: os.getppid() == parent)) is not None:
             (task,) = message
             del message
-            try:
-                answer = _pack(("returned", work(task)))
-            except Exception as exc:  # noqa: BLE001 (handed to the build, which raises it)
-                try:
-                    answer = _pack(("raised", exc))
-                except Exception:  # noqa: BLE001 (an exception that cannot be pickled)
-                    answer = _pack(("raised", BuildError(f"{type(exc).__name__}: {exc}")))
+            answer = _packed_outcome(functools.partial(work, task), _pack, catch=Exception)
             del task
             _send_parts(sock, answer)
     except BaseException:  # noqa: BLE001 (the build reports the copy's end)
