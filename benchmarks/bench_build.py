@@ -255,10 +255,19 @@ def naive(paths: list[Path], out: Path, weights: str) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def build(folder: Path, out: Path, args: argparse.Namespace, *extra: str) -> dict:
-    cmd = [sys.executable, "-c", CHILD, "build", str(folder), "--out", str(out)]
+def build(
+    folder: Path,
+    out: Path,
+    args: argparse.Namespace,
+    *extra: str,
+    child: str = CHILD,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """A build in a fresh process (``child``: the code it runs, CHILD or CHILD with something
+    set first), its figures as CHILD prints them; ``env``: variables set for it."""
+    cmd = [sys.executable, "-c", child, "build", str(folder), "--out", str(out)]
     cmd += ["--weights", args.weights, "--device", args.device, "--quiet", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         sys.exit(f"build failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,16 +13,15 @@ time of it and its children, and the main process's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_build  # noqa: E402
 from bench_build import CHILD, make_photos, model_only  # noqa: E402
 
 # bench_build's child, with the processes that encode set from the environment.
@@ -34,23 +33,21 @@ stage.encoder_processes = lambda device, workers: count
 """
 
 
-def build(folder: Path, out: Path, device: str, variant: int, home: Path) -> dict:
-    """A cold build: whatever an earlier run left at ``out`` and ``home`` is removed first."""
+def build(args: argparse.Namespace, folder: Path, variant: int, name: str, work: Path) -> dict:
+    """A cold build encoding in ``variant`` processes: what an earlier run at its site and
+    REPORTGEN_HOME left is removed first."""
+    out, home = work / f"site-{name}", work / f"home-{name}"
     for old in (out, home):
         shutil.rmtree(old, ignore_errors=True)
-    cmd = [sys.executable, "-c", VARIANT + CHILD, "build", str(folder), "--out", str(out)]
-    cmd += ["--weights", "random", "--device", device, "--quiet"]
-    env = {**os.environ, "BENCH_ENCODERS": str(variant), "REPORTGEN_HOME": str(home)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"build failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    env = {"BENCH_ENCODERS": str(variant), "REPORTGEN_HOME": str(home)}
+    return bench_build.build(folder, out, args, child=VARIANT + CHILD, env=env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--weights", default="random", help="as for reportgen build")
     parser.add_argument("--variants", default="0,4", help="processes that encode, comma-separated")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workdir", type=Path)
@@ -64,11 +61,10 @@ def main() -> None:
     bounds = []
     rates: dict[int, list[float]] = {v: [] for v in variants}
     for run in range(args.repeat):
-        bounds.append(model_only(folder, args.device, "random"))
+        bounds.append(model_only(folder, args.device, args.weights))
         print(f"bound run {run}: {bounds[-1]:.1f} photos/s", flush=True)
         for variant in variants:
-            name = f"{variant}-{run}"
-            got = build(folder, work / f"site-{name}", args.device, variant, work / f"home-{name}")
+            got = build(args, folder, variant, f"{variant}-{run}", work)
             inference = got["timings"]["inference"]
             rates[variant].append(args.images / inference)
             print(
