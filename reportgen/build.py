@@ -620,15 +620,14 @@ def alike(
     keys = [p.key for p in photos]
     sources = [p.source for p in photos]
 
-    # Read once (float16, 8 KB a photo), for the nearest photos and the map alike.
-    codes = code_pack.read(state / CODES, keys, gathered.cache)
+    # Read from the pack as they are needed, never all held (float16, 8 KB a photo).
     saved = state / SIMILAR
     previous = None if anew else similar.load(saved)
-    found = similar.find(sources, keys, codes, previous[0] if previous else None)
-    hand_back()  # the search's graph and buffers: the map and the pages come next
-    clock.lap("similar")
-    places = folder_map.layout(codes, found, previous)
-    del codes
+    with code_pack.load(state / CODES, keys, gathered.cache) as codes:
+        found = similar.find(sources, keys, codes, previous[0] if previous else None)
+        hand_back()  # the search's graph and buffers: the map and the pages come next
+        clock.lap("similar")
+        places = folder_map.layout(codes, found, previous)
     hand_back()
     clock.lap("map")
     similar.save(saved, found, places)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .similar import BLOCK, INCREMENTAL_SHARE, Neighbours, positions_before, widen
+from .similar import BLOCK, INCREMENTAL_SHARE, CodeRows, Neighbours, positions_before, widen
 
 LANDMARKS = 2000
 """Photos t-SNE itself places; about 6 s on one core."""
@@ -28,7 +28,7 @@ SEED = 0
 
 
 def layout(
-    codes: np.ndarray,
+    codes: CodeRows,
     found: Neighbours,
     previous: tuple[Neighbours, np.ndarray] | None = None,
 ) -> np.ndarray:
@@ -82,7 +82,7 @@ def _weighted(points: np.ndarray, distances: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ijk->ik", weights, points) / weights.sum(1)[:, None]
 
 
-def _embed(all_codes: np.ndarray) -> np.ndarray:
+def _embed(all_codes: CodeRows) -> np.ndarray:
     """A fresh map: t-SNE of the landmarks, the other photos placed among them."""
     n = len(all_codes)
     if n == 1:

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -56,6 +56,22 @@ DUPLICATE_DISTANCE = 0.08
 """Two photos are near-duplicates when the distance of their codes is below this share of the
 codes' mean length (see :func:`near_duplicates` for how it was chosen)."""
 FORMAT = 1
+
+
+class CodeRows(Protocol):
+    """A folder's fc7 codes, (N, 4096) float16 in source order, as the search reads them: a NumPy
+    array, or :class:`reportgen.code_pack.Codes`, which copies rows out of the site's pack as they
+    are asked for (so a build never holds them all)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: slice | np.ndarray, /) -> np.ndarray: ...
+
+    def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+        """The codes at positions ``rows`` (as ``ndarray.take``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,7 @@ class Neighbours:
 def find(
     sources: Sequence[str],
     keys: Sequence[str],
-    codes: np.ndarray,
+    codes: CodeRows,
     previous: Neighbours | None = None,
 ) -> Neighbours:
     """Every photo's nearest photos, from their ``codes`` ((N, 4096) float16, in source order),
@@ -123,7 +139,7 @@ def widen(codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _blocks(codes: np.ndarray, rows: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+def _blocks(codes: CodeRows, rows: np.ndarray | None = None):  # type: ignore[no-untyped-def]
     """(start, float32 block) over ``codes`` (or over the codes at ``rows``), BLOCK rows at a
     time, widened into one buffer reused (a fresh array of this size costs more in page faults
     than the arithmetic done in it). Each block is overwritten by the next."""
@@ -134,7 +150,7 @@ def _blocks(codes: np.ndarray, rows: np.ndarray | None = None):  # type: ignore[
         yield start, widen(part, buffer[: len(part)])
 
 
-def _squares(codes: np.ndarray) -> np.ndarray:
+def _squares(codes: CodeRows) -> np.ndarray:
     """Each row's squared length, float32."""
     out = np.empty(len(codes), dtype=np.float32)
     for start, block in _blocks(codes):
@@ -143,7 +159,7 @@ def _squares(codes: np.ndarray) -> np.ndarray:
 
 
 def _exact_candidates(
-    codes: np.ndarray, squares: np.ndarray, rows: np.ndarray, count: int
+    codes: CodeRows, squares: np.ndarray, rows: np.ndarray, count: int
 ) -> np.ndarray:
     """For each of ``rows``, the ``count`` other photos nearest to it by the fast distance
     (``squares``: each code's squared length), (len(rows), count) positions (unordered); -1 fills
@@ -166,7 +182,7 @@ def _exact_candidates(
     return out
 
 
-def _hnsw_candidates(codes: np.ndarray, count: int) -> np.ndarray:
+def _hnsw_candidates(codes: CodeRows, count: int) -> np.ndarray:
     """Candidates from faiss's HNSW graph over 8-bit codes (an approximate search)."""
     import faiss  # only for large folders: importing it takes a while
 
@@ -187,7 +203,7 @@ def _hnsw_candidates(codes: np.ndarray, count: int) -> np.ndarray:
 
 
 def _refine(
-    codes: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int
+    codes: CodeRows, rows: np.ndarray, candidates: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of each row's candidates by the exact distance, nearest first (ties by
     position, so by source); -1 candidates, repeats and the row itself are left out."""
@@ -206,7 +222,7 @@ def _refine(
     for start in range(0, len(rows), REFINE_BLOCK):
         chosen, skip = found[start : start + REFINE_BLOCK], bad[start : start + REFINE_BLOCK]
         m = len(chosen)
-        np.take(codes, np.where(skip, 0, chosen), axis=0, out=gathered[:m])
+        codes.take(np.where(skip, 0, chosen), axis=0, out=gathered[:m])
         widen(gathered[:m], diff[:m])
         diff[:m] -= widen(codes[rows[start : start + m]])[:, None, :]
         np.square(diff[:m], out=diff[:m])
@@ -257,7 +273,7 @@ def positions_before(
 
 
 def _update(
-    codes: np.ndarray,
+    codes: CodeRows,
     squares: np.ndarray,
     kept: np.ndarray,
     far: np.ndarray,
@@ -285,7 +301,7 @@ def _update(
 
 
 def _near_added(
-    codes: np.ndarray, squares: np.ndarray, added: np.ndarray, rows: np.ndarray, far: np.ndarray
+    codes: CodeRows, squares: np.ndarray, added: np.ndarray, rows: np.ndarray, far: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows that an added photo may be nearer to than their last neighbour (at ``far``),
     and for each the added photos that may be (-1 elsewhere).
