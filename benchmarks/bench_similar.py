@@ -1,22 +1,34 @@
 """Nearest photos and the map, over the fc7 codes of a site already built. Prints figures.
 
     python benchmarks/bench_similar.py SITE_DIR        # e.g. bench_build.py --scale's site
+    python benchmarks/bench_similar.py SITE_DIR --stage --times 5 --workdir DIR
 
 Times, on the same codes: the exact search (every pair), faiss's HNSW graph (what builds use past
 reportgen.similar.EXACT_LIMIT photos) and its recall against the exact search, an update after
 10 photos are added, the map (t-SNE of the landmarks, the rest placed among them), and the peak
 memory each adds to the codes (float16, 8 KB a photo).
+
+``--stage`` times what a cold build's neighbour stage does (the graph search and the map) with the
+codes held in memory, as builds did, and read from the site's pack as they are needed, as builds
+do: each in a fresh interpreter, with its peak memory above where it began. ``--times K`` makes
+the folder K times larger first: each further copy of a code is 0.7 of it and 0.3 of another
+photo's, written with its own key to a pack in ``--workdir``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from reportgen import folder_map, similar
+from reportgen import code_pack, folder_map, similar
+from reportgen.heap import hand_back
 from reportgen.site.output import OutputFolder
 
 
@@ -37,7 +49,15 @@ def peak_above_now():  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("site", type=Path, help="a site built by reportgen (its state is read)")
+    parser.add_argument("--stage", action="store_true", help="time the build's stage (see above)")
+    parser.add_argument("--times", type=int, default=1, help="with --stage: the folder K times")
+    parser.add_argument("--workdir", type=Path, help="with --times: where the larger pack goes")
+    parser.add_argument("--variant", choices=("held", "pack"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant:
+        return stage_variant(args.site, args.variant)
+    if args.stage:
+        return stage(args)
     state = OutputFolder(args.site).state
     saved = similar.load(state / "similar.npz")
     if saved is None:
@@ -86,6 +106,67 @@ def main() -> None:
     t = time.perf_counter()
     folder_map.layout(codes, after, (before, places[10:]))
     print(f"map after 10 added: {time.perf_counter() - t:.3f} s")
+
+
+def stage(args: argparse.Namespace) -> None:
+    """Both variants of the neighbour stage, each in a fresh interpreter, on the same pack."""
+    pack = OutputFolder(args.site).state / "codes.pack"
+    if args.times > 1:
+        if args.workdir is None:
+            raise SystemExit("--times needs --workdir (where the larger pack is written)")
+        pack = grown_pack(pack, args.times, args.workdir)
+    for variant in ("held", "pack", "held", "pack"):
+        child = [sys.executable, __file__, str(pack), "--variant", variant]
+        figures = json.loads(subprocess.run(child, check=True, capture_output=True).stdout)
+        print(
+            f"codes {variant:4s}: {figures['n']} photos; search {figures['search']:6.2f} s, "
+            f"map {figures['map']:6.2f} s; peak {figures['peak']:5.0f} MB above the start "
+            f"({figures['start']:.0f} MB)"
+        )
+
+
+def grown_pack(pack: Path, times: int, workdir: Path) -> Path:
+    """A pack of the codes in ``pack`` and ``times - 1`` further copies of each, mixed."""
+    base = np.fromfile(pack, dtype=code_pack.RECORD)["code"]
+    out = workdir / f"codes-x{times}.pack"
+    if out.is_file() and out.stat().st_size == times * len(base) * code_pack.RECORD.itemsize:
+        return out
+    rng = np.random.default_rng(0)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as fh:
+        for copy in range(times):
+            records = np.empty(len(base), dtype=code_pack.RECORD)
+            records["key"] = [_key(copy, i) for i in range(len(base))]
+            other = base[rng.permutation(len(base))] if copy else 0 * base
+            records["code"] = base if not copy else 0.7 * base + 0.3 * other
+            records.tofile(fh)
+    return out
+
+
+def _key(copy: int, i: int) -> bytes:
+    return hashlib.sha256(f"{copy}/{i}".encode()).hexdigest().encode("ascii")
+
+
+def stage_variant(pack: Path, variant: str) -> None:
+    """One variant of the stage over every code in ``pack``; prints its figures as JSON."""
+    import torch  # noqa: F401  # as in a cold build, which ran the model: codes widen by torch
+
+    start = _status("VmRSS:")
+    keys = [k.decode("ascii") for k in np.fromfile(pack, dtype=code_pack.RECORD)["key"]]
+    names = [f"photo-{i:06d}.jpg" for i in range(len(keys))]
+    peak = peak_above_now()
+    t = time.perf_counter()
+    codes = code_pack.load(pack, keys, cache=None)  # type: ignore[arg-type]  # the pack has all
+    if variant == "held":
+        with codes:
+            codes = codes[:]
+    found = similar.find(names, keys, codes)
+    hand_back()
+    searched = time.perf_counter()
+    folder_map.layout(codes, found)
+    mapped = time.perf_counter()
+    figures = {"n": len(keys), "search": searched - t, "map": mapped - searched}
+    print(json.dumps({**figures, "peak": peak(), "start": start}))
 
 
 if __name__ == "__main__":
