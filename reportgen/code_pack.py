@@ -36,6 +36,7 @@ CHUNK = 1024
 IOV_MAX = 1024
 """Buffers one ``preadv`` call may fill (POSIX's IOV_MAX on Linux and macOS)."""
 CODE_BYTES = CODE_SIZE * 2
+_preadv = getattr(os, "preadv", None)
 
 
 class Codes:
@@ -51,7 +52,8 @@ class Codes:
         """``where``: the pack's record number of each photo's code."""
         self._where = where
         self.shape = (len(where), CODE_SIZE)
-        self._fh = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        # Closed by close(); not opened for no photos, when there may be no pack.
+        self._fh = open(path, "rb", buffering=0) if len(where) else None  # noqa: SIM115
         self._key = bytearray(KEY_BYTES)  # where the keys between codes are read to, unused
 
     def __len__(self) -> int:
@@ -74,6 +76,8 @@ class Codes:
             out = np.empty((*records.shape, CODE_SIZE), dtype=np.float16)
         if not out.flags.c_contiguous or out.shape != (*records.shape, CODE_SIZE):
             raise ValueError(f"out must be C-contiguous, of shape {(*records.shape, CODE_SIZE)}")
+        if not records.size:
+            return out
         flat = records.reshape(-1).tolist()
         order = np.argsort(records.reshape(-1), kind="stable").tolist()
         into = memoryview(out.reshape(-1, CODE_SIZE)).cast("B")
@@ -93,16 +97,23 @@ class Codes:
     def _read_run(self, first: int, rows: list[int], into: memoryview) -> None:
         """Read the codes of the records from the pack's ``first`` on, one a row, into ``rows`` of
         ``into``, skipping the keys between them."""
+        assert self._fh is not None  # rows were asked for, so there are photos
         buffers = [into[rows[0] * CODE_BYTES : (rows[0] + 1) * CODE_BYTES]]
         for row in rows[1:]:
             buffers += (self._key, into[row * CODE_BYTES : (row + 1) * CODE_BYTES])
-        size = len(rows) * RECORD.itemsize - KEY_BYTES
-        if os.preadv(self._fh.fileno(), buffers, first * RECORD.itemsize + KEY_BYTES) != size:
+        offset = first * RECORD.itemsize + KEY_BYTES
+        if _preadv is not None:
+            done = _preadv(self._fh.fileno(), buffers, offset)
+        else:  # one read a buffer, where the system has no preadv (macOS before 11, Windows)
+            self._fh.seek(offset)
+            done = sum(self._fh.readinto(buffer) or 0 for buffer in buffers)
+        if done != len(rows) * RECORD.itemsize - KEY_BYTES:
             raise OSError(f"{self._fh.name}: the pack ended before a record it held")
 
     def close(self) -> None:
         """Close the pack (the codes read stay valid)."""
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def __enter__(self) -> Codes:
         return self

@@ -88,7 +88,12 @@ def test_a_code_in_neither_is_an_error(tmp_path, cache):
         code_pack.read(tmp_path / "codes.pack", [key(5000)], cache)
 
 
-def test_codes_are_copied_out_of_the_pack_as_an_array_would_give_them(tmp_path, cache):
+@pytest.mark.parametrize("preadv", [True, False], ids=["preadv", "without preadv"])
+def test_codes_are_read_from_the_pack_as_an_array_would_give_them(
+    tmp_path, cache, monkeypatch, preadv
+):
+    if not preadv:
+        monkeypatch.setattr(code_pack, "_preadv", None)
     keys = [key(i) for i in (7, 2, 9, 2, 4)]
     want = cache.stored[[7, 2, 9, 2, 4]]
     with code_pack.load(tmp_path / "codes.pack", keys, cache) as codes:
@@ -99,7 +104,8 @@ def test_codes_are_copied_out_of_the_pack_as_an_array_would_give_them(tmp_path, 
         assert codes.take(rows, axis=0, out=out) is out
         assert np.array_equal(out, want[rows]) and np.array_equal(codes[rows], want[rows])
     assert np.array_equal(out, want[rows])  # copies: still whole once the pack is unmapped
-    assert code_pack.load(tmp_path / "codes.pack", [], cache).shape == (0, CODE_SIZE)
+    with code_pack.load(tmp_path / "none.pack", [], cache) as none:  # no photos: no pack needed
+        assert none.shape == (0, CODE_SIZE) and none[:].shape == (0, CODE_SIZE)
 
 
 def _status(field: str) -> int:
