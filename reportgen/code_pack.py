@@ -60,7 +60,7 @@ class Codes:
         return self.shape[0]
 
     def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
-        return self.take(np.arange(len(self))[rows] if isinstance(rows, slice) else rows)
+        return self.take(np.arange(*rows.indices(len(self))) if isinstance(rows, slice) else rows)
 
     def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None) -> np.ndarray:
         """The codes at positions ``rows`` (as ``ndarray.take`` along axis 0; ``out``, if given,
