@@ -137,8 +137,7 @@ def grown_pack(pack: Path, times: int, workdir: Path) -> Path:
         for copy in range(times):
             records = np.empty(len(base), dtype=code_pack.RECORD)
             records["key"] = [_key(copy, i) for i in range(len(base))]
-            other = base[rng.permutation(len(base))] if copy else 0 * base
-            records["code"] = base if not copy else 0.7 * base + 0.3 * other
+            records["code"] = 0.7 * base + 0.3 * base[rng.permutation(len(base))] if copy else base
             records.tofile(fh)
     return out
 

@@ -60,8 +60,8 @@ FORMAT = 1
 
 class CodeRows(Protocol):
     """A folder's fc7 codes, (N, 4096) float16 in source order, as the search reads them: a NumPy
-    array, or :class:`reportgen.code_pack.Codes`, which copies rows out of the site's pack as they
-    are asked for (so a build never holds them all)."""
+    array, or :class:`reportgen.code_pack.Codes`, which reads rows from the site's pack as they are
+    asked for (so a build never holds them all)."""
 
     shape: tuple[int, ...]
     dtype: np.dtype

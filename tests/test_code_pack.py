@@ -103,7 +103,7 @@ def test_codes_are_read_from_the_pack_as_an_array_would_give_them(
         out = np.empty((2, 2, CODE_SIZE), dtype=np.float16)
         assert codes.take(rows, axis=0, out=out) is out
         assert np.array_equal(out, want[rows]) and np.array_equal(codes[rows], want[rows])
-    assert np.array_equal(out, want[rows])  # copies: still whole once the pack is unmapped
+    assert np.array_equal(out, want[rows])  # its own: still whole once the pack is closed
     with code_pack.load(tmp_path / "none.pack", [], cache) as none:  # no photos: no pack needed
         assert none.shape == (0, CODE_SIZE) and none[:].shape == (0, CODE_SIZE)
 
