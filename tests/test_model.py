@@ -88,6 +88,31 @@ def test_activation_grid_is_64_maps_in_order_exactly(model, photos_dir):
         assert np.abs(tile - expected[k]).max() <= 1, f"tile {k} is not map {k}"
 
 
+@pytest.mark.parametrize("normalize", ["map", "layer"])
+def test_levels_of_a_batch_taken_a_chunk_at_a_time_are_each_photos_own(normalize):
+    """A batch of 2.5 chunks, channels-last as the model makes it, with a constant map: every
+    photo's levels and extremes are what a float64 computation of that photo alone gives."""
+    count = 2 * pictures.LEVELS_CHUNK + pictures.LEVELS_CHUNK // 2
+    maps = torch.randn(count, 16, 9, 9, generator=torch.Generator().manual_seed(0)) * 3
+    maps[count - 1, 5] = 1.5
+    channels_last = maps.contiguous(memory_format=torch.channels_last)
+    out = pictures.activations(channels_last, normalize=normalize)
+    assert out.levels.dtype == torch.uint8 and out.levels.shape == maps.shape
+    x = maps.double().numpy()
+    low, high = x.min(axis=(2, 3)), x.max(axis=(2, 3))
+    np.testing.assert_array_equal(out.low.numpy(), low.astype(np.float32))
+    np.testing.assert_array_equal(out.high.numpy(), high.astype(np.float32))
+    if normalize == "layer":
+        low = np.broadcast_to(low.min(axis=1, keepdims=True), low.shape)
+        high = np.broadcast_to(high.max(axis=1, keepdims=True), high.shape)
+    span = (high - low)[..., None, None]
+    safe = np.where(span > 0, span, 1.0)
+    expected = np.where(span > 0, (x - low[..., None, None]) / safe * 255, 0.0)
+    assert np.abs(out.levels.numpy().astype(np.float64) - expected).max() <= 0.5 + 1e-3
+    if normalize == "map":
+        assert (out.levels[count - 1, 5] == 0).all()  # a constant map is black
+
+
 def test_conv1_grid_in_site_holds_64_maps_of_55x55_in_order(built_site, model, photos_dir):
     """Each tile of the site's (JPEG) grid matches its own conv1 map far better than any other."""
     data = json.loads((built_site / "predictions.json").read_text(encoding="utf-8"))
