@@ -241,6 +241,10 @@ class HookOwner:
     def _forget(self) -> None:
         """Drop whatever the hooks recorded."""
 
+    def clear(self) -> None:
+        """Drop what the hooks recorded, so that it is not held till the next forward pass."""
+        self._forget()
+
     def __enter__(self: H) -> H:
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
         return self
