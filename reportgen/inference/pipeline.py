@@ -286,10 +286,11 @@ def run_batches(
         }
         cam = stack.enter_context(CamRecorder(model))
         stack.enter_context(torch.inference_mode())
-        for batch in decoding:
-            if batch.pixels is None:
-                yield None, batch.failures
-                continue
+
+        def outcome(batch: DecodedBatch) -> BatchOutput:
+            """What the model made of one batch. Its tensors are freed on return (the hooks'
+            records too: conv1's levels, the Grad-CAM inputs, 25 MB at 64 photos), so that the
+            next batch's can take their place."""
             logits = model(model_inputs(batch.pixels, loaded.transforms, device))
             top = min(TOPK, logits.shape[1])
             top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
@@ -308,9 +309,9 @@ def run_batches(
                 ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
                 codes=cam.codes().to(torch.float16).cpu().numpy(),
             )
-            yield output, batch.failures
-            # Nothing of this batch is held while the next one runs (its conv1 levels, the
-            # Grad-CAM inputs: 25 MB at 64 photos), so the next one's tensors can take its place.
-            del output, logits, top_probs, top_indices, levels, means, layers
             for recorder in (conv1, cam, *deeper.values()):
                 recorder.clear()
+            return output
+
+        for batch in decoding:
+            yield (None if batch.pixels is None else outcome(batch)), batch.failures
