@@ -58,7 +58,7 @@ class CamRecorder(HookOwner):
 
         return hook
 
-    def _forget(self) -> None:
+    def clear(self) -> None:
         self.outputs = [None] * len(self.modules)
 
     def codes(self) -> torch.Tensor:

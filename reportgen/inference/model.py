@@ -238,12 +238,9 @@ class HookOwner:
         """The hook for ``self.modules[slot]``."""
         raise NotImplementedError
 
-    def _forget(self) -> None:
-        """Drop whatever the hooks recorded."""
-
     def clear(self) -> None:
-        """Drop what the hooks recorded, so that it is not held till the next forward pass."""
-        self._forget()
+        """Drop what the hooks recorded (on exit too), so that it is not held till the next
+        forward pass."""
 
     def __enter__(self: H) -> H:
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
@@ -258,7 +255,7 @@ class HookOwner:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._forget()
+        self.clear()
 
 
 class LayerRecorder(HookOwner):
@@ -291,7 +288,7 @@ class LayerRecorder(HookOwner):
 
         return hook
 
-    def _forget(self) -> None:
+    def clear(self) -> None:
         self.output = None
 
 
