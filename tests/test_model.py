@@ -113,6 +113,56 @@ def test_levels_of_a_batch_taken_a_chunk_at_a_time_are_each_photos_own(normalize
         assert (out.levels[count - 1, 5] == 0).all()  # a constant map is black
 
 
+def test_a_batch_run_in_parts_is_what_one_pass_of_torchvision_gives(
+    monkeypatch, model, weights_file
+):
+    """The convolutions in parts of 4 over a batch of 10 photos, the head over all 10: the top-5,
+    fc7 codes, Grad-CAMs, grids, means and ranges are those of one plain pass of the batch."""
+    from torchvision.transforms.functional import normalize
+
+    from reportgen.inference import pipeline
+    from reportgen.inference.cam import CamRecorder
+    from reportgen.inference.model import summarize
+    from reportgen.layout import layer_grids
+
+    monkeypatch.setattr(pipeline, "CONV_PART", 4)
+    pixels = torch.randint(
+        0, 256, (10, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    batch = pipeline.DecodedBatch(list(range(10)), pixels, [(224, 224, 1)] * 10, [b""] * 10)
+    loaded = load_model(resolve_weights(str(weights_file)))
+    grids = layer_grids(("conv1", "conv3"), summarize(loaded).output_shapes)
+    cpu = torch.device("cpu")
+    [(out, failures)] = list(pipeline.run_batches(loaded, [batch], cpu, grids))
+    assert failures == [] and out is not None
+
+    weights = AlexNet_Weights.IMAGENET1K_V1.transforms()
+    x = normalize(pixels.permute(0, 3, 1, 2).float() / 255, weights.mean, weights.std)
+    kept = {}
+    hooks = [
+        model.features[i].register_forward_hook(lambda m, a, o, i=i: kept.update({i: o.clone()}))
+        for i in (0, 6)  # conv1 and conv3, before their in-place ReLUs
+    ]
+    with torch.inference_mode(), CamRecorder(model) as cam:
+        probs = torch.softmax(model(x), dim=1)
+        top_probs, top = probs.topk(5, dim=1)
+        cams, codes = cam.cams(top), cam.codes()
+    for hook in hooks:
+        hook.remove()
+    np.testing.assert_array_equal(out.top_indices, top.numpy())
+    np.testing.assert_allclose(out.top_probs, top_probs.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out.codes, codes.half().numpy(), rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(out.cams, cams.numpy(), rtol=1e-4, atol=1e-5 * cams.max().item())
+    np.testing.assert_allclose(out.conv1_mean, kept[0].mean(dim=(2, 3)).numpy(), atol=1e-5)
+    for name, maps in (("conv1", kept[0]), ("conv3", kept[6])):
+        levels = pictures.activations(maps).levels
+        expected = pictures.grey_grids(levels, grids[name]).astype(int)
+        assert np.abs(out.grids[name].astype(int) - expected).max() <= 1, name
+        extremes = torch.stack([maps.amin(dim=(1, 2, 3)), maps.amax(dim=(1, 2, 3))], dim=1)
+        np.testing.assert_allclose(out.ranges[name], extremes.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.conv1_max, kept[0].amax(dim=(2, 3)).numpy(), atol=1e-5)
+
+
 def test_conv1_grid_in_site_holds_64_maps_of_55x55_in_order(built_site, model, photos_dir):
     """Each tile of the site's (JPEG) grid matches its own conv1 map far better than any other."""
     data = json.loads((built_site / "predictions.json").read_text(encoding="utf-8"))

@@ -36,6 +36,10 @@ _HIDDEN = ("classifier.2", "classifier.5")  # the two rectified hidden layers of
 class CamRecorder(HookOwner):
     """Keeps what Grad-CAM needs from a forward pass: ``A``, ``h1`` and ``h2``.
 
+    A pass may run its convolutions over a batch in parts, a few photos at a time, and then the
+    head over all of them: each layer's outputs are kept in order and joined when asked for. A
+    pass that starts after the head has run replaces what the last one left.
+
     A context manager like :class:`~reportgen.inference.model.Conv1Recorder`; its hooks are
     removed on exit, also when the body raises.
     """
@@ -43,7 +47,7 @@ class CamRecorder(HookOwner):
     def __init__(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
         super().__init__([modules[TARGET_LAYER], *(modules[name] for name in _HIDDEN)])
-        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+        self.outputs: list[list[torch.Tensor]] = [[] for _ in self.modules]
         weights = model.classifier
         self.w3 = weights[6].weight.detach()
         self.w2 = weights[4].weight.detach()
@@ -54,26 +58,28 @@ class CamRecorder(HookOwner):
 
     def _hook(self, slot: int) -> Hook:
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            self.outputs[slot] = output.detach()
+            if slot == 0 and self.outputs[-1]:  # the last pass went through the head
+                self.clear()
+            self.outputs[slot].append(output.detach())
 
         return hook
 
     def clear(self) -> None:
-        self.outputs = [None] * len(self.modules)
+        self.outputs = [[] for _ in self.modules]
+
+    def _joined(self) -> list[torch.Tensor]:
+        if not all(self.outputs):
+            raise RuntimeError("no forward pass was recorded")
+        return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in self.outputs]
 
     def codes(self) -> torch.Tensor:
         """The last forward pass's fc7 codes: ``h2``, the 4096 outputs of the head's second fully
         connected layer after its ReLU (``classifier.5``), (B, 4096)."""
-        h2 = self.outputs[2]
-        if h2 is None:
-            raise RuntimeError("no forward pass was recorded")
-        return h2
+        return self._joined()[2]
 
     def cams(self, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps of the last forward pass for ``classes`` (B, K): (B, K, 13, 13), >= 0."""
-        a, h1, h2 = self.outputs
-        if a is None or h1 is None or h2 is None:
-            raise RuntimeError("no forward pass was recorded")
+        a, h1, h2 = self._joined()
         if a.shape[-2:] != (13, 13):
             raise ValueError(f"Grad-CAM here assumes a 224x224 input (got maps of {a.shape})")
         g = self.w3[classes] * (h2 > 0).unsqueeze(1)  # (B, K, 4096): dy/dh2_pre

@@ -10,7 +10,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # mallopt() parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-# Larger than any tensor of a batch of 64 (conv1's output is 50 MB), so they all come from the heap.
+# Larger than any tensor of a batch (conv1's output, the largest, is 50 MB for 64 photos at once),
+# so they all come from the heap.
 _MMAP_THRESHOLD = 256 << 20
 _TRIM_THRESHOLD = 1 << 30
 

@@ -28,6 +28,16 @@ from .cam import CamRecorder
 from .model import Conv1Recorder, LayerRecorder, LoadedModel
 
 TOPK = 5
+CONV_PART = 16
+"""Photos the convolutions take at a time on the CPU; the head (fc6 to fc8) then takes the whole
+batch at once, since each of its passes reads all of its 230 MB of weights (two passes of 32
+photos took 89 ms against 67 ms for one of 64). The convolutions' tensors, a batch's largest
+(its input and conv1's output: 38 and 50 MB at 64 photos), shrink to a quarter, at the same
+speed (the convolutions of 64 photos took 415 ms in parts of 16, 402 ms at once: within the
+spread of runs). Those tensors are what glibc's heap must fit in again for every batch, around
+what outlives them: measured on 2 cores, a 2,000-photo build peaked at 1,097 and 1,112 MB against
+1,194 to 1,234 MB in one pass, and a 300-photo build at 1,065 and 1,084 MB against 1,156 MB. On a
+GPU the whole batch goes at once."""
 READ_AHEAD = 512
 """Photos the workers may decode ahead of the model (77 MB of crops), or one batch a worker where
 that is more (on a GPU machine, 8 workers of 128 photos: 1,024)."""
@@ -102,6 +112,29 @@ class BatchOutput:
     """(B, 2) each drawn layer's lowest and highest activation on each photo."""
     codes: np.ndarray
     """(B, 4096) float16: each photo's fc7 code, what the similar photos and the map are made of."""
+
+
+@dataclass
+class _Drawn:
+    """What the layers' recorders made of some of a batch's photos (see :class:`BatchOutput`)."""
+
+    conv1_mean: np.ndarray
+    conv1_max: np.ndarray
+    grids: dict[str, np.ndarray]
+    ranges: dict[str, np.ndarray]
+
+    @staticmethod
+    def joined(parts: list[_Drawn]) -> _Drawn:
+        """The parts' rows, in order, as one."""
+        if len(parts) == 1:
+            return parts[0]
+
+        return _Drawn(
+            conv1_mean=np.concatenate([p.conv1_mean for p in parts]),
+            conv1_max=np.concatenate([p.conv1_max for p in parts]),
+            grids={n: np.concatenate([p.grids[n] for p in parts]) for n in parts[0].grids},
+            ranges={n: np.concatenate([p.ranges[n] for p in parts]) for n in parts[0].ranges},
+        )
 
 
 class PhotoDataset(Dataset[DecodedPhoto]):
@@ -255,6 +288,53 @@ def prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(device, memory_format=torch.channels_last)
 
 
+def _convolutions(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    recorders: tuple[Conv1Recorder, dict[str, LayerRecorder]],
+    grids: dict[str, Grid],
+) -> tuple[torch.Tensor, _Drawn]:
+    """AlexNet's convolutions over the input ``x`` of some of a batch's photos: their pooled
+    features, flattened for the head (as ``AlexNet.forward`` flattens them), and what the layers'
+    recorders (conv1's, and the deeper layers' by name) made of them. The recorders are cleared."""
+    pooled = torch.flatten(model.avgpool(model.features(x)), 1)
+    conv1, deeper = recorders
+    levels, means = conv1.output
+    layers = {"conv1": levels, **{n: r.output for n, r in deeper.items()}}
+    made = _Drawn(
+        conv1_mean=means.cpu().numpy(),
+        conv1_max=levels.high.cpu().numpy(),
+        grids={n: pictures.grey_grids(a.levels, grids[n]) for n, a in layers.items()},
+        ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
+    )
+    for recorder in (conv1, *deeper.values()):
+        recorder.clear()
+    return pooled, made
+
+
+@contextlib.contextmanager
+def _recorders(
+    model: torch.nn.Module, grids: dict[str, Grid], normalize: str
+) -> Iterator[tuple[Conv1Recorder, dict[str, LayerRecorder], CamRecorder]]:
+    """The hooks that record what the build keeps of each pass: conv1's levels and means, the
+    other drawn layers' levels (by name), and what Grad-CAM needs. Removed on leaving the block."""
+
+    def record(output: torch.Tensor) -> pictures.Activations:
+        return pictures.activations(output, normalize=normalize)
+
+    def record_conv1(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
+        return record(output), output.mean(dim=(2, 3))
+
+    with contextlib.ExitStack() as stack:
+        conv1 = stack.enter_context(Conv1Recorder(model, record_conv1))
+        deeper = {
+            name: stack.enter_context(LayerRecorder(model, name, record))
+            for name in grids
+            if name != "conv1"
+        }
+        yield conv1, deeper, stack.enter_context(CamRecorder(model))
+
+
 def run_batches(
     loaded: LoadedModel,
     decoding: Decoding,
@@ -270,47 +350,35 @@ def run_batches(
     and their layouts; ``normalize`` is as ``--normalize``: 'map' or 'layer'.
     """
     model = prepare(loaded.model, device)
-
-    def record(output: torch.Tensor) -> pictures.Activations:
-        return pictures.activations(output, normalize=normalize)
-
-    def record_conv1(output: torch.Tensor) -> tuple[pictures.Activations, torch.Tensor]:
-        return record(output), output.mean(dim=(2, 3))
-
-    with contextlib.ExitStack() as stack:
-        conv1 = stack.enter_context(Conv1Recorder(model, record_conv1))
-        deeper = {
-            name: stack.enter_context(LayerRecorder(model, name, record))
-            for name in grids
-            if name != "conv1"
-        }
-        cam = stack.enter_context(CamRecorder(model))
-        stack.enter_context(torch.inference_mode())
+    with _recorders(model, grids, normalize) as (conv1, deeper, cam), torch.inference_mode():
+        recorders = (conv1, deeper)
+        part = CONV_PART if device.type == "cpu" else None
 
         def outcome(batch: DecodedBatch) -> BatchOutput:
             """What the model made of one batch. Its tensors are freed on return (the hooks'
-            records too: conv1's levels, the Grad-CAM inputs, 25 MB at 64 photos), so that the
-            next batch's can take their place."""
-            logits = model(model_inputs(batch.pixels, loaded.transforms, device))
+            records too), so that the next batch's can take their place."""
+            pieces = [
+                _convolutions(model, model_inputs(p, loaded.transforms, device), recorders, grids)
+                for p in batch.pixels.split(part or len(batch.pixels))
+            ]
+            logits = model.classifier(torch.cat([pooled for pooled, _ in pieces]))
+            made = _Drawn.joined([made for _, made in pieces])
             top = min(TOPK, logits.shape[1])
             top_probs, top_indices = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
-            levels, means = conv1.output
-            layers = {"conv1": levels, **{n: r.output for n, r in deeper.items()}}
             output = BatchOutput(
                 indices=batch.indices,
                 sizes=batch.sizes,
                 top_indices=top_indices.cpu().numpy(),
                 top_probs=top_probs.cpu().numpy(),
                 crops=batch.crops,
-                conv1_mean=means.cpu().numpy(),
-                conv1_max=levels.high.cpu().numpy(),
+                conv1_mean=made.conv1_mean,
+                conv1_max=made.conv1_max,
                 cams=cam.cams(top_indices).cpu().numpy(),
-                grids={n: pictures.grey_grids(a.levels, grids[n]) for n, a in layers.items()},
-                ranges={n: a.layer_range.cpu().numpy() for n, a in layers.items()},
+                grids=made.grids,
+                ranges=made.ranges,
                 codes=cam.codes().to(torch.float16).cpu().numpy(),
             )
-            for recorder in (conv1, cam, *deeper.values()):
-                recorder.clear()
+            cam.clear()
             return output
 
         for batch in decoding:
