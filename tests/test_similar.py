@@ -225,6 +225,23 @@ def test_near_duplicates_on_the_summary_are_the_planted_copies(alike_site):
     assert "identical codes" in section
 
 
+def test_photos_placed_among_the_landmarks_a_block_at_a_time_land_where_one_block_puts_them(
+    monkeypatch,
+):
+    from reportgen import folder_map
+
+    codes = clustered_codes(90, seed=3)
+    names = [f"p{i:02d}" for i in range(90)]
+    found = find(codes, names, [f"{i:064x}" for i in range(90)])
+    monkeypatch.setattr(folder_map, "LANDMARKS", 30)
+    monkeypatch.setattr(folder_map, "PLACE_BLOCK", 1000)
+    whole = folder_map.layout(codes, found)
+    monkeypatch.setattr(folder_map, "PLACE_BLOCK", 7)  # 60 photos to place: 8 blocks and a part
+    # The same up to rounding: matrix products of other shapes may sum in another order.
+    np.testing.assert_allclose(folder_map.layout(codes, found), whole, rtol=0, atol=1e-6)
+    assert len(np.unique(whole.round(6), axis=0)) > 60  # placed, not left at one spot
+
+
 def test_map_page_is_linked_everywhere_and_places_every_photo(alike_site):
     for page in [alike_site / "index.html", *sorted((alike_site / "photos").glob("*.html"))]:
         assert 'href="' in page.read_text() and re.search(
