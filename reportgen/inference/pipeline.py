@@ -128,7 +128,6 @@ class _Drawn:
         """The parts' rows, in order, as one."""
         if len(parts) == 1:
             return parts[0]
-
         return _Drawn(
             conv1_mean=np.concatenate([p.conv1_mean for p in parts]),
             conv1_max=np.concatenate([p.conv1_max for p in parts]),
