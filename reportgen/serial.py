@@ -123,15 +123,23 @@ _CHECKS = {
 def _flat_row_loader(cls: type, names: list[str], types_: list[Any]) -> Loader | None:
     """For a record of plain values only (a prediction, a layer's range: five or more a photo),
     a loader written out as one function, as dataclasses writes ``__init__``: the generic one
-    calls a converter a value, and these rows were half of loading a photo's record."""
+    calls a converter a value, and these rows were half of loading a photo's record.
+
+    Their strings are interned: a label or a layer's name is then held once however many
+    records name it (JSON makes a new string of each)."""
     if not all(tp in _CHECKS for tp in types_):
         return None
     values = [f"v{i}" for i in range(len(names))]
     checks = " and ".join(_CHECKS[tp].format(v=v) for tp, v in zip(types_, values, strict=True))
-    fields = ", ".join(
-        f"{name!r}: {f'float({v})' if tp is float else v}"
+    converted = {
+        name: f"float({v})" if tp is float else f"intern({v})" if tp is str else v
         for name, tp, v in zip(names, types_, values, strict=True)
-    )
+    }
+    if _slotted(cls):
+        fill = "\n    ".join(f"set_{name}(record, {v})" for name, v in converted.items())
+    else:
+        fields = ", ".join(f"{name!r}: {v}" for name, v in converted.items())
+        fill = f"record.__dict__.update(local)\n    record.__dict__.update({{{fields}}})"
     source = f"""
 def load_row(data):
     if type(data) is not list or len(data) != {len(names)}:
@@ -140,20 +148,50 @@ def load_row(data):
     if not ({checks}):
         raise ValueError(f"{cls.__name__}: wrong types in {{data!r:.60}}")
     record = new(cls)
-    record.__dict__.update(local)
-    record.__dict__.update({{{fields}}})
+    {fill}
     return record
 """
-    local = {f.name: f.default for f in dataclasses.fields(cls) if f not in stored_fields(cls)}
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "local": local}
+    namespace: dict[str, Any] = {
+        "new": object.__new__,
+        "cls": cls,
+        "local": _local_defaults(cls),
+        "intern": sys.intern,
+        **{f"set_{name}": _slot_setter(cls, name) for name in names if _slotted(cls)},
+    }
     exec(source, namespace)  # noqa: S102 (our own source, from the record's type hints)
     return namespace["load_row"]
+
+
+def _slotted(cls: type) -> bool:
+    """Whether ``cls`` keeps its fields in slots (no instance dict)."""
+    return "__slots__" in cls.__dict__
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """Sets field ``name`` of a slotted ``cls`` directly, as a frozen dataclass's __init__ does
+    past its own __setattr__ (which refuses)."""
+    return cls.__dict__[name].__set__
+
+
+def _local_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of the fields of ``cls`` that the cache does not keep."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f not in stored_fields(cls)}
 
 
 def _maker(cls: type) -> Callable[[dict[str, Any]], Any]:
     """Makes a ``cls`` from checked and converted values of its stored fields, directly: a frozen
     dataclass's __init__ costs an object.__setattr__ call a field, a third of the load."""
-    local = {f.name: f.default for f in dataclasses.fields(cls) if f not in stored_fields(cls)}
+    local = _local_defaults(cls)
+    if _slotted(cls):
+        setters = {f.name: _slot_setter(cls, f.name) for f in dataclasses.fields(cls)}
+
+        def make_slotted(values: dict[str, Any]) -> Any:
+            record = object.__new__(cls)
+            for name, value in {**local, **values}.items():
+                setters[name](record, value)
+            return record
+
+        return make_slotted
 
     def make(values: dict[str, Any]) -> Any:
         record = object.__new__(cls)

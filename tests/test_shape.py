@@ -126,6 +126,44 @@ def test_an_entry_of_another_format_is_recomputed(tmp_path):
     assert cache.load("k" * 64) is None
 
 
+def test_the_cache_holds_each_label_once_in_slotted_predictions(tmp_path):
+    """Five predictions a photo are held for the whole build: without an instance dict each, and
+    sharing their label strings, which JSON makes anew for every entry."""
+    cache = ResultCache(tmp_path, "f" * 64, kinds=())
+    for key in ("a" * 64, "b" * 64):
+        write_atomic(Path(cache.code_name(key)), bytes(2 * CODE_SIZE))
+        cache.store(key, full_record())
+    first, second = cache.load("a" * 64), cache.load("b" * 64)
+    stored = dict(source="", file_size=0, key="", truth=None)
+    assert first == second == dataclasses.replace(full_record(), **stored)
+    for a, b in zip(first.top5 + first.ranges, second.top5 + second.ranges, strict=True):
+        assert not hasattr(a, "__dict__")
+        text = a.label if isinstance(a, Prediction) else a.layer
+        assert text is (b.label if isinstance(b, Prediction) else b.layer)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tag:
+    names: tuple[str, ...]
+    weight: float
+    note: str = dataclasses.field(default="-", metadata={"stored": False})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tagged:
+    tags: tuple[_Tag, ...]
+
+
+def test_slotted_records_with_nested_fields_round_trip():
+    """Slotted records that are not a row of plain values take serial's general path."""
+    record = _Tagged(tags=(_Tag(("a", "b"), 0.5, note="kept here only"), _Tag((), 2.0)))
+    loaded = serial.load(_Tagged, json.loads(json.dumps(serial.dump(record))))
+    assert loaded == _Tagged(tags=(_Tag(("a", "b"), 0.5), _Tag((), 2.0)))
+    assert serial.load(_Tag, {"names": ["x"], "weight": 1}) == _Tag(("x",), 1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.tags[0].weight = 1.0  # type: ignore[misc]
+
+
 def test_every_stored_type_has_a_loader():
     """A new field of a type serial cannot check fails here, not in a user's build."""
     for cls in (PhotoRecord, ModelEntry):
