@@ -135,8 +135,10 @@ def _flat_row_loader(cls: type, names: list[str], types_: list[Any]) -> Loader |
         name: f"float({v})" if tp is float else f"intern({v})" if tp is str else v
         for name, tp, v in zip(names, types_, values, strict=True)
     }
+    local = _local_defaults(cls)
     if _slotted(cls):
-        fill = "\n    ".join(f"set_{name}(record, {v})" for name, v in converted.items())
+        filled = {**{name: f"local[{name!r}]" for name in local}, **converted}
+        fill = "\n    ".join(f"set_{name}(record, {v})" for name, v in filled.items())
     else:
         fields = ", ".join(f"{name!r}: {v}" for name, v in converted.items())
         fill = f"record.__dict__.update(local)\n    record.__dict__.update({{{fields}}})"
@@ -154,9 +156,9 @@ def load_row(data):
     namespace: dict[str, Any] = {
         "new": object.__new__,
         "cls": cls,
-        "local": _local_defaults(cls),
+        "local": local,
         "intern": sys.intern,
-        **{f"set_{name}": _slot_setter(cls, name) for name in names if _slotted(cls)},
+        **{f"set_{name}": _slot_setter(cls, name) for name in [*local, *names] if _slotted(cls)},
     }
     exec(source, namespace)  # noqa: S102 (our own source, from the record's type hints)
     return namespace["load_row"]

@@ -149,16 +149,27 @@ class _Tag:
     note: str = dataclasses.field(default="-", metadata={"stored": False})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Point:
+    x: float
+    name: str
+    note: str = dataclasses.field(default="-", metadata={"stored": False})
+
+
 @dataclasses.dataclass(frozen=True)
 class _Tagged:
     tags: tuple[_Tag, ...]
+    at: _Point
 
 
-def test_slotted_records_with_nested_fields_round_trip():
-    """Slotted records that are not a row of plain values take serial's general path."""
-    record = _Tagged(tags=(_Tag(("a", "b"), 0.5, note="kept here only"), _Tag((), 2.0)))
+def test_slotted_records_round_trip():
+    """Slotted records round-trip, rows of plain values or not; their local fields come back
+    as their defaults."""
+    tags = (_Tag(("a", "b"), 0.5, note="kept here only"), _Tag((), 2.0))
+    record = _Tagged(tags=tags, at=_Point(1.5, "here", note="kept here only"))
     loaded = serial.load(_Tagged, json.loads(json.dumps(serial.dump(record))))
-    assert loaded == _Tagged(tags=(_Tag(("a", "b"), 0.5), _Tag((), 2.0)))
+    assert loaded == _Tagged(tags=(_Tag(("a", "b"), 0.5), _Tag((), 2.0)), at=_Point(1.5, "here"))
+    assert loaded.at.note == loaded.tags[0].note == "-"
     assert serial.load(_Tag, {"names": ["x"], "weight": 1}) == _Tag(("x",), 1.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.tags[0].weight = 1.0  # type: ignore[misc]
