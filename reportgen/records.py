@@ -52,8 +52,9 @@ class Source:
 class Prediction:
     """One of the top-5 classes for a photo.
 
-    Slotted, as :class:`LayerRange` is: five a photo, held for the whole build, they take 112
-    bytes each against 296 with an instance dict (as :mod:`reportgen.serial` loads them)."""
+    Slotted, as :class:`LayerRange` is: five a photo are held for the whole build, at 112 bytes
+    each with their numbers, against 296 with an instance dict (as :mod:`reportgen.serial` loaded
+    them)."""
 
     index: int
     label: str

@@ -134,8 +134,8 @@ def test_the_cache_holds_each_label_once_in_slotted_predictions(tmp_path):
         write_atomic(Path(cache.code_name(key)), bytes(2 * CODE_SIZE))
         cache.store(key, full_record())
     first, second = cache.load("a" * 64), cache.load("b" * 64)
-    stored = dict(source="", file_size=0, key="", truth=None)
-    assert first == second == dataclasses.replace(full_record(), **stored)
+    local = dict(source="", file_size=0, key="", truth=None)  # the cache keeps none of these
+    assert first == second == dataclasses.replace(full_record(), **local)
     for a, b in zip(first.top5 + first.ranges, second.top5 + second.ranges, strict=True):
         assert not hasattr(a, "__dict__")
         text = a.label if isinstance(a, Prediction) else a.layer
