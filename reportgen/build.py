@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import logging
 import sys
@@ -703,6 +704,7 @@ def write(
         similar=analysed.similar,
         duplicates=similar.near_duplicates(analysed.similar) if analysed.similar else (),
         places=analysed.places,
+        heat_maps=functools.partial(_heat_maps, gathered.cache),
     )
     staging = out.begin()
     try:
@@ -731,6 +733,21 @@ def write(
             site_bytes / 1e9,
         )
     return site_bytes
+
+
+def _heat_maps(cache: ResultCache, photo: PhotoRecord) -> tuple[str, ...]:
+    """A photo's Grad-CAM heat maps, read from its cache entry for its page.
+
+    Raises:
+        BuildError: the entry went missing or was damaged since the build read it.
+    """
+    heat_maps = cache.heat_maps(photo.key)
+    if heat_maps is None or len(heat_maps) != len(photo.top5):
+        raise BuildError(
+            f"the cached results of {photo.source!r} went missing or changed while the site was "
+            "written; the previous site is unchanged: build again"
+        )
+    return heat_maps
 
 
 def _check_input(input_dir: Path | None) -> Path:

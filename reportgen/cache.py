@@ -41,6 +41,12 @@ CODE_SIZE = 4096
 # Written into every entry: bump when a stored record changes shape or meaning. Entries of another
 # format are recomputed (their pictures keep their names).
 ENTRY_FORMAT = 6  # 4: one generic PhotoRecord; 5: numbers unrounded; 6: vectors as base64
+HEAT_MAPS = "cams"
+"""Where an entry keeps the photo's Grad-CAM heat maps (one for each of its top classes, in their
+order): beside the record's stored fields, where they were a field of the record until the build
+stopped holding them. The entries are the same, so none is computed again."""
+HEAT_MAP_PREFIX = "data:image/png;base64,"
+"""How each heat map starts: a small PNG, as a data: URI for the photo's page."""
 
 
 def fingerprint(weights: WeightsSpec, config: Config) -> str:
@@ -139,13 +145,30 @@ class ResultCache:
                 return None
             if "error" in data:
                 return Unusable(str(data["error"]))
-            record = serial.load(PhotoRecord, data["record"])
+            record, _ = from_entry(data["record"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.info("cache entry %s is damaged (%s); recomputing it", os.path.basename(name), exc)
             return None
         return record if self.has_pictures(key) else None
+
+    def heat_maps(self, key: str) -> tuple[str, ...] | None:
+        """The Grad-CAM heat maps kept with the record under ``key``; None when its entry is
+        missing or damaged. Read for the one page that shows them, so that no record holds them
+        (3 KB a photo: 300 MB of a 100,000-photo build)."""
+        name = self._entry_path_name(key)
+        try:
+            with open(name, "rb") as fh:
+                data = json.loads(fh.read())
+            if data.get("format") != ENTRY_FORMAT:
+                return None
+            return _heat_maps(data["record"][HEAT_MAPS])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.info("cache entry %s is damaged (%s)", os.path.basename(name), exc)
+            return None
 
     def stamps(self, keys: Iterable[str], known: Mapping[str, bytes] | None = None) -> str | None:
         """A hash of the size and mtime of each entry under ``keys`` and of its pictures: what
@@ -189,9 +212,9 @@ class ResultCache:
         """Whether every picture of the record under ``key``, and its code, is there."""
         return all(_nonempty(name) for name in self._files(key))
 
-    def store(self, key: str, record: PhotoRecord) -> None:
-        """Keep a photo's record; call after its pictures are written."""
-        self._write_entry(key, {"record": serial.dump(record)})
+    def store(self, key: str, record: PhotoRecord, heat_maps: Sequence[str]) -> None:
+        """Keep a photo's record and Grad-CAM heat maps; call after its pictures are written."""
+        self._write_entry(key, {"record": entry_fields(record, heat_maps)})
         self.stored += 1
 
     def store_unusable(self, key: str, reason: str) -> None:
@@ -252,6 +275,38 @@ class ResultCache:
         for path in sorted((self.root / "models").glob("*")):
             if path.is_dir() and path != self._model_dir:
                 shutil.rmtree(path)
+
+
+def entry_fields(record: PhotoRecord, heat_maps: Sequence[str]) -> dict[str, Any]:
+    """A photo's record and its Grad-CAM heat maps as its cache entry keeps them, and as the Ray
+    engine's workers hand them back: the record's stored fields, and the maps under
+    :data:`HEAT_MAPS`."""
+    return {**serial.dump(record), HEAT_MAPS: list(heat_maps)}
+
+
+def from_entry(data: Any) -> tuple[PhotoRecord, tuple[str, ...]]:
+    """The record and heat maps :func:`entry_fields` made ``data`` of.
+
+    Raises:
+        ValueError: ``data`` is damaged: a field or the maps missing, extra or of the wrong type,
+            or not one map for each of the top classes.
+    """
+    if not isinstance(data, dict) or HEAT_MAPS not in data:
+        raise ValueError("PhotoRecord: no heat maps")
+    fields = {name: value for name, value in data.items() if name != HEAT_MAPS}
+    record, heat_maps = serial.load(PhotoRecord, fields), _heat_maps(data[HEAT_MAPS])
+    if len(heat_maps) != len(record.top5):
+        raise ValueError(f"{len(heat_maps)} heat maps for {len(record.top5)} classes")
+    return record, heat_maps
+
+
+def _heat_maps(value: Any) -> tuple[str, ...]:
+    """Heat maps as an entry keeps them, checked: data: URIs of PNGs."""
+    if type(value) is not list or not all(
+        type(uri) is str and uri.startswith(HEAT_MAP_PREFIX) for uri in value
+    ):
+        raise ValueError(f"heat maps: expected a list of PNG data: URIs, got {value!r:.40}")
+    return tuple(value)
 
 
 def _names(folder: str) -> list[str]:

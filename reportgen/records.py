@@ -78,6 +78,10 @@ class PhotoRecord:
     The fields up to ``ranges`` are what the model made of the photo's bytes: the cache stores
     them, keyed by those bytes. The rest say where the photo sits in this folder and are filled in
     by every build (:meth:`placed`).
+
+    A build holds every photo's record to its end, so a record keeps no pictures: those are in the
+    cache beside it, the Grad-CAM heat maps too (:meth:`ResultCache.heat_maps
+    <reportgen.cache.ResultCache.heat_maps>`), read only for the page that shows them.
     """
 
     width: int
@@ -86,8 +90,6 @@ class PhotoRecord:
     frames: int
     """Frames or pages in the file; only the first is used."""
     top5: tuple[Prediction, ...]
-    cams: tuple[str, ...]
-    """Grad-CAM of each top-5 class (data: URIs of small PNGs), in the order of ``top5``."""
     conv1_mean: Floats
     """Each conv1 map's mean activation (before the ReLU)."""
     conv1_max: Floats

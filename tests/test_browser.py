@@ -391,7 +391,6 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
                 Prediction((i * 7 + k) % 1000, labels[(i * 7 + k) % 1000], 0.5 / (k + 1))
                 for k in range(5)
             ),
-            cams=(),
             conv1_mean=(0.0,) * 64,
             conv1_max=(1.0,) * 64,
             ranges=(LayerRange("conv1", 0.0, 1.0),),

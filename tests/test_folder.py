@@ -17,7 +17,6 @@ def record(name: str, maxes: list[float], means: list[float]) -> PhotoRecord:
         height=1,
         frames=1,
         top5=(Prediction(0, "tench", 1.0),),
-        cams=(),
         conv1_mean=tuple(means),
         conv1_max=tuple(maxes),
         ranges=(LayerRange("conv1", 0.0, 1.0),),

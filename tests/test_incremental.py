@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import reportgen.build
 from reportgen.build import build
 from reportgen.config import load_config
+from reportgen.errors import BuildError
 
 from .conftest import SAMPLE_PHOTOS, state_of
 from .htmltools import images
@@ -102,6 +104,41 @@ def test_a_site_deleted_by_hand_is_written_again_from_the_cache(tmp_path, weight
     again = run_build(src, out, str(weights_file))
     assert (again.computed, again.reused) == (0, 4)
     assert site_files(out) == before
+
+
+def test_a_cache_entry_lost_while_the_pages_are_written_stops_the_build_till_the_next(
+    tmp_path, weights_file, monkeypatch
+):
+    """Records hold no heat maps: each photo page reads its photo's from the cache entry as it is
+    written. An entry gone by then stops the build with one line, the previous site whole; the
+    next build computes that photo again, and its page shows the heat maps its entry keeps."""
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 3)
+    run_build(src, out, str(weights_file))
+    before = site_files(out)
+    make_photos(src, 1, start=3)  # its page is written by the next build
+    write_site = reportgen.build.write_site
+
+    def losing_an_entry(site, staging, **options):
+        (added,) = (p for p in site.photos if p.source == "photo-003.jpg")
+        (entry,) = state_of(out).rglob(f"{added.key}.json")
+        entry.unlink()
+        return write_site(site, staging, **options)
+
+    monkeypatch.setattr(reportgen.build, "write_site", losing_an_entry)
+    with pytest.raises(BuildError, match=r"'photo-003.jpg' went missing .*: build again$"):
+        run_build(src, out, str(weights_file))
+    assert site_files(out) == before
+    monkeypatch.undo()
+
+    again = run_build(src, out, str(weights_file))
+    assert (again.computed, again.reused) == (1, 3)
+    (added,) = (p for p in again.photos if p.source == "photo-003.jpg")
+    (entry,) = state_of(out).rglob(f"{added.key}.json")
+    kept = json.loads(entry.read_text())["record"]["cams"]
+    page = (out / added.page).read_text()
+    assert [img["src"] for img in images(page) if img.get("class") == "heat"] == kept
+    assert len(kept) == 5 and all(uri.startswith("data:image/png;base64,") for uri in kept)
 
 
 def test_new_weights_or_decoding_options_recompute(tmp_path, weights_file):

@@ -26,7 +26,6 @@ def record(i: int) -> PhotoRecord:
         height=50,
         frames=1,
         top5=(Prediction(i, f"class «{i}»", 0.5 + i / 1e6), Prediction(999, "other", 0.25)),
-        cams=(f"data:image/png;base64,{i}",),
         conv1_mean=(0.125 * i, -1.5),
         conv1_max=(3.0, 2.96846 + i),
         ranges=(LayerRange("conv1", -2.5, 3.0 + i),),

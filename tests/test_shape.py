@@ -35,6 +35,10 @@ from .conftest import REPO
 MAX_FUNCTION_LINES = 60
 
 
+HEAT_MAPS = ("data:image/png;base64,AAAA", "data:image/png;base64,BBBB")
+"""The Grad-CAM heat maps of :func:`full_record`'s two classes."""
+
+
 def full_record() -> PhotoRecord:
     """A record whose every field differs from its default and from an empty value."""
     return PhotoRecord(
@@ -42,7 +46,6 @@ def full_record() -> PhotoRecord:
         height=3024,
         frames=2,
         top5=(Prediction(281, "tabby", 0.5), Prediction(285, "Egyptian cat", 0.25)),
-        cams=("data:image/png;base64,AAAA", "data:image/png;base64,BBBB"),
         conv1_mean=(0.125, -1.5),
         conv1_max=(3.0, 2.968460),
         ranges=(LayerRange("conv1", -2.5, 3.0), LayerRange("conv3", 0.0, 7.25)),
@@ -59,7 +62,7 @@ def test_every_field_of_the_photo_record_survives_the_cache(tmp_path):
         assert getattr(record, f.name) not in (None, 0, "", ()), f"{f.name} is not exercised"
     cache = ResultCache(tmp_path, "f" * 64, kinds=())
     write_atomic(Path(cache.code_name("k" * 64)), bytes(2 * CODE_SIZE))  # kept beside the record
-    cache.store("k" * 64, record)
+    cache.store("k" * 64, record, HEAT_MAPS)
     loaded = cache.load("k" * 64)
     # What the cache keeps is what the model made of the bytes; the rest is the folder's.
     local = {f.name for f in dataclasses.fields(PhotoRecord)} - {
@@ -69,7 +72,11 @@ def test_every_field_of_the_photo_record_survives_the_cache(tmp_path):
     assert loaded == dataclasses.replace(record, source="", file_size=0, key="", truth=None)
     stored = json.loads((tmp_path / "results" / "kk" / f"{'k' * 64}.json").read_text())
     assert stored["format"] == ENTRY_FORMAT
-    assert set(stored["record"]) == {f.name for f in stored_fields(PhotoRecord)}
+    # The heat maps beside the record's fields, where they were a field of the record until
+    # format 6's entries were written: the entries are the same, and none is computed again.
+    assert set(stored["record"]) == {f.name for f in stored_fields(PhotoRecord)} | {"cams"}
+    assert stored["record"]["cams"] == list(HEAT_MAPS)
+    assert cache.heat_maps("k" * 64) == HEAT_MAPS
     assert list(loaded.conv1_max) == [3.0, 2.968460]  # float64 vectors are kept exactly
 
 
@@ -102,6 +109,10 @@ def test_the_model_entry_round_trips():
         lambda d: d.update(top5=[{"index": 1, "label": "x", "probability": 0.5}]),
         lambda d: d.update(ranges=[["conv1", 0.0, None]]),
         lambda d: d.update(cams="data:"),
+        lambda d: d.pop("cams"),
+        lambda d: d.update(cams=["data:image/png;base64,AAAA"]),  # two classes, one map
+        lambda d: d.update(cams=["data:image/png;base64,AAAA", 7]),
+        lambda d: d.update(cams=["data:image/png;base64,AAAA", "javascript:alert(1)"]),
         lambda d: d.update(conv1_max="not base64!"),
         lambda d: d.update(conv1_max="AAAA"),  # 3 bytes: not whole float64 numbers
         lambda d: d.update(conv1_max=[3.0, 2.96846]),  # as format 5 stored them
@@ -109,7 +120,7 @@ def test_the_model_entry_round_trips():
 )
 def test_a_damaged_or_stale_entry_is_recomputed_not_half_used(tmp_path, change):
     cache = ResultCache(tmp_path, "f" * 64, kinds=())
-    cache.store("k" * 64, full_record())
+    cache.store("k" * 64, full_record(), HEAT_MAPS)
     path = tmp_path / "results" / "kk" / f"{'k' * 64}.json"
     data = json.loads(path.read_text())
     change(data["record"])
@@ -119,11 +130,12 @@ def test_a_damaged_or_stale_entry_is_recomputed_not_half_used(tmp_path, change):
 
 def test_an_entry_of_another_format_is_recomputed(tmp_path):
     cache = ResultCache(tmp_path, "f" * 64, kinds=())
-    cache.store("k" * 64, full_record())
+    cache.store("k" * 64, full_record(), HEAT_MAPS)
     path = tmp_path / "results" / "kk" / f"{'k' * 64}.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "format": ENTRY_FORMAT - 1}))
     assert cache.load("k" * 64) is None
+    assert cache.heat_maps("k" * 64) is None
 
 
 def test_the_cache_holds_each_label_once_in_slotted_predictions(tmp_path):
@@ -132,7 +144,7 @@ def test_the_cache_holds_each_label_once_in_slotted_predictions(tmp_path):
     cache = ResultCache(tmp_path, "f" * 64, kinds=())
     for key in ("a" * 64, "b" * 64):
         write_atomic(Path(cache.code_name(key)), bytes(2 * CODE_SIZE))
-        cache.store(key, full_record())
+        cache.store(key, full_record(), HEAT_MAPS)
     first, second = cache.load("a" * 64), cache.load("b" * 64)
     local = dict(source="", file_size=0, key="", truth=None)  # the cache keeps none of these
     assert first == second == dataclasses.replace(full_record(), **local)

@@ -211,7 +211,7 @@ def test_a_label_of_thousands_of_photos_costs_the_filter_what_the_filter_shows()
 
     photos = [
         PhotoRecord(width=1, height=1, frames=1,
-                    top5=(Prediction(18, "magpie" if i % 500 else "mailbag", 0.5),), cams=(),
+                    top5=(Prediction(18, "magpie" if i % 500 else "mailbag", 0.5),),
                     conv1_mean=(), conv1_max=(), ranges=(LayerRange("conv1", 0, 1),),
                     source=f"p{i:05d}.jpg", key=hashlib.sha256(str(i).encode()).hexdigest())
         for i in range(5000)
@@ -243,7 +243,7 @@ def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
     labels = AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
     photos = [
         PhotoRecord(width=1, height=1, frames=1,
-                    top5=(Prediction(i % 1000, labels[(i * 7) % 1000], 0.5),), cams=(),
+                    top5=(Prediction(i % 1000, labels[(i * 7) % 1000], 0.5),),
                     conv1_mean=(), conv1_max=(), ranges=(LayerRange("conv1", 0, 1),),
                     source=f"p{i:05d}.jpg", key=hashlib.sha256(str(i).encode()).hexdigest())
         for i in range(3000)
@@ -297,7 +297,7 @@ def test_filter_shards_hold_every_match_and_stay_small(monkeypatch):
 def test_a_photo_line_of_predictions_json_is_what_json_writes(source, labels, probabilities, index):
     """predictions.json's lines are put together by hand for speed: the same text as json.dumps."""
     top5 = tuple(Prediction(index + i, label, probabilities[i]) for i, label in enumerate(labels))
-    record = PhotoRecord(1, 1, 1, top5, (), (), (), (), source=source)
+    record = PhotoRecord(1, 1, 1, top5, (), (), (), source=source)
     expected = {
         "source": source,
         "page": record.page,

@@ -37,13 +37,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import serial
-from ..cache import ResultCache
+from ..cache import ResultCache, entry_fields, from_entry
 from ..config import Config
 from ..decoding import preprocess
 from ..errors import BuildError
 from ..layout import layer_grids
-from ..records import ModelEntry, PhotoRecord, Source
+from ..records import ModelEntry, Source
 from ..weights import WeightsSpec
 from .model import LoadedModel, load_model, model_from_state, preprocessing
 from .pipeline import DecodedBatch, DecodeFailure, PhotoDataset, collate, run_batches
@@ -251,9 +250,9 @@ def _keep(
     """
     key, error = str(row["key"]), str(row["error"])
     if not error:
-        record = serial.load(PhotoRecord, json.loads(str(row["record"])))
+        record, heat_maps = from_entry(json.loads(str(row["record"])))
         pictures = {kind: bytes(row[kind]) for kind in cache.kinds}
-        store_result(cache, PhotoResult(key, record, pictures, bytes(row["codes"])))
+        store_result(cache, PhotoResult(key, record, heat_maps, pictures, bytes(row["codes"])))
     elif bool(row["lasting"]):
         cache.store_unusable(key, error)
     elif error.startswith(_UNREADABLE) and paths[key].is_file():
@@ -358,7 +357,8 @@ class ModelActor:
         failure: DecodeFailure | None = None,
     ) -> None:
         out["key"].append(key)
-        out["record"].append(json.dumps(serial.dump(result.record)) if result else "")
+        fields = entry_fields(result.record, result.heat_maps) if result else None
+        out["record"].append(json.dumps(fields) if fields else "")
         out["error"].append(failure.reason if failure else "")
         out["lasting"].append(bool(failure and failure.lasting))
         out["codes"].append(result.codes if result else b"")

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .. import forked
-from ..cache import ResultCache
+from ..cache import HEAT_MAP_PREFIX, ResultCache
 from ..config import (
     CPU_BATCH_SIZE,
     CPU_WORKERS,
@@ -301,6 +301,9 @@ class PhotoResult:
 
     key: str
     record: PhotoRecord
+    heat_maps: tuple[str, ...]
+    """Grad-CAM of each top class, in the order of the record's ``top5``: data: URIs of small
+    PNGs, kept in the record's cache entry."""
     pictures: dict[str, bytes]
     codes: bytes
     """The photo's fc7 code: 4096 float16 numbers."""
@@ -310,13 +313,14 @@ def encode_batch(
     keys: Sequence[str], output: BatchOutput, categories: Sequence[str]
 ) -> Iterator[PhotoResult]:
     """Each photo of one batch as a finished result: pictures encoded, record made."""
-    for row, (key, record) in enumerate(zip(keys, _records(output, categories), strict=True)):
+    made = zip(keys, _records(output, categories), _heat_maps(output), strict=True)
+    for row, (key, record, heat_maps) in enumerate(made):
         grids = {
             layer: pictures.encode_jpeg(grids[row], pictures.GRID_QUALITY)
             for layer, grids in output.grids.items()
         }
         pictures_ = {"input": output.crops[row], **grids}
-        yield PhotoResult(key, record, pictures_, output.codes[row].tobytes())
+        yield PhotoResult(key, record, heat_maps, pictures_, output.codes[row].tobytes())
 
 
 def store_result(cache: ResultCache, result: PhotoResult) -> None:
@@ -325,7 +329,15 @@ def store_result(cache: ResultCache, result: PhotoResult) -> None:
     for kind, data in result.pictures.items():
         write_atomic(cache.picture(result.key, kind), data)
     write_atomic(Path(cache.code_name(result.key)), result.codes)
-    cache.store(result.key, result.record)
+    cache.store(result.key, result.record, result.heat_maps)
+
+
+def _heat_maps(output: BatchOutput) -> Iterator[tuple[str, ...]]:
+    """Each photo's Grad-CAM heat maps, from one batch's output, as its page shows them."""
+    heat, per_photo = pictures.heat_pngs(output.cams), output.cams.shape[1]
+    for row in range(len(output.sizes)):
+        pngs = heat[row * per_photo : (row + 1) * per_photo]
+        yield tuple(HEAT_MAP_PREFIX + base64.b64encode(png).decode() for png in pngs)
 
 
 def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRecord]:
@@ -333,13 +345,11 @@ def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRe
 
     Numbers are kept whole (float32's values, exactly): whatever shows them rounds them once.
     """
-    heat, per_photo = pictures.heat_pngs(output.cams), output.cams.shape[1]
     conv1_mean = output.conv1_mean.tolist()
     conv1_max = output.conv1_max.tolist()
     ranges = {layer: r.tolist() for layer, r in output.ranges.items()}
     top_probs = output.top_probs.tolist()
     for row, (width, height, frames) in enumerate(output.sizes):
-        cams = heat[row * per_photo : (row + 1) * per_photo]
         yield PhotoRecord(
             width=width,
             height=height,
@@ -348,7 +358,6 @@ def _records(output: BatchOutput, categories: Sequence[str]) -> Iterator[PhotoRe
                 Prediction(i, categories[i], p)
                 for i, p in zip(output.top_indices[row].tolist(), top_probs[row], strict=True)
             ),
-            cams=tuple("data:image/png;base64," + base64.b64encode(png).decode() for png in cams),
             conv1_mean=floats(conv1_mean[row]),
             conv1_max=floats(conv1_max[row]),
             ranges=tuple(LayerRange(n, *r[row]) for n, r in ranges.items()),

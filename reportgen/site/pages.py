@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
@@ -78,6 +78,9 @@ class SiteContent:
     places: Any = None
     """Each photo's place on the map, (N, 2) in [0, 1]; None draws no map."""
     title: str = "How AlexNet sees these photos"
+    heat_maps: Callable[[PhotoRecord], Sequence[str]] = lambda photo: ()
+    """A photo's Grad-CAM heat maps (data: URIs, one for each of its top classes), read only when
+    its page is written: records do not hold them. None shown by default."""
 
 
 def rel(target: str, page: str) -> str:
@@ -232,11 +235,20 @@ class PageWriter:
     def page(self, template: str, path: str, **context: Any) -> None:
         self.write(path, self.render(template, path, **context).encode("utf-8"))
 
-    def keyed_page(self, template: str, path: str, key: str, **context: Any) -> None:
-        """Render the page only if the output lacks it as made from ``key``."""
+    def keyed_page(
+        self,
+        template: str,
+        path: str,
+        key: str,
+        more: Callable[[], Mapping[str, Any]] = dict,
+        **context: Any,
+    ) -> None:
+        """Render the page only if the output lacks it as made from ``key``; ``more`` gives the
+        context that costs something to get, called only then."""
         key = self.input_key(key)
         if not self.out.keep(path, key):
-            self.out.write(path, self.render(template, path, **context).encode("utf-8"), key)
+            html = self.render(template, path, **context, **more())
+            self.out.write(path, html.encode("utf-8"), key)
 
     def input_key(self, shown: str) -> str:
         """The input key of a file that shows ``shown`` (a description of its own content) on a
@@ -388,6 +400,7 @@ class PageWriter:
             "photo.html",
             photo.page,
             f"{identities[position]}/{neighbours}/{index_url}/{shown}",
+            lambda: {"cams": self.site.heat_maps(photo)},
             photo=photo,
             alike=alike,
             prev=prev,
