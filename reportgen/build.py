@@ -704,7 +704,7 @@ def write(
         similar=analysed.similar,
         duplicates=similar.near_duplicates(analysed.similar) if analysed.similar else (),
         places=analysed.places,
-        heat_maps=functools.partial(_heat_maps, gathered.cache),
+        heat_maps=functools.partial(_page_heat_maps, gathered.cache),
     )
     staging = out.begin()
     try:
@@ -735,7 +735,7 @@ def write(
     return site_bytes
 
 
-def _heat_maps(cache: ResultCache, photo: PhotoRecord) -> tuple[str, ...]:
+def _page_heat_maps(cache: ResultCache, photo: PhotoRecord) -> tuple[str, ...]:
     """A photo's Grad-CAM heat maps, read from its cache entry for its page.
 
     Raises:

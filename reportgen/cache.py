@@ -163,7 +163,7 @@ class ResultCache:
                 data = json.loads(fh.read())
             if data.get("format") != ENTRY_FORMAT:
                 return None
-            return _heat_maps(data["record"][HEAT_MAPS])
+            return _checked_heat_maps(data["record"][HEAT_MAPS])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -294,13 +294,13 @@ def from_entry(data: Any) -> tuple[PhotoRecord, tuple[str, ...]]:
     if not isinstance(data, dict) or HEAT_MAPS not in data:
         raise ValueError("PhotoRecord: no heat maps")
     fields = {name: value for name, value in data.items() if name != HEAT_MAPS}
-    record, heat_maps = serial.load(PhotoRecord, fields), _heat_maps(data[HEAT_MAPS])
+    record, heat_maps = serial.load(PhotoRecord, fields), _checked_heat_maps(data[HEAT_MAPS])
     if len(heat_maps) != len(record.top5):
         raise ValueError(f"{len(heat_maps)} heat maps for {len(record.top5)} classes")
     return record, heat_maps
 
 
-def _heat_maps(value: Any) -> tuple[str, ...]:
+def _checked_heat_maps(value: Any) -> tuple[str, ...]:
     """Heat maps as an entry keeps them, checked: data: URIs of PNGs."""
     if type(value) is not list or not all(
         type(uri) is str and uri.startswith(HEAT_MAP_PREFIX) for uri in value
