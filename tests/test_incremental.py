@@ -212,24 +212,20 @@ def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, 
     make_photos(src, 60, start=4)
 
     exe = Path(sys.executable).with_name("reportgen")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "build",
-            str(src),
-            "--out",
-            str(out),
-            "--weights",
-            str(weights_file),
-            "--batch-size",
-            "1",
-            "--workers",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [str(exe), "build", str(src), "--out", str(out), "--weights", str(weights_file)]
+    # A shell without job control starts a background command with SIGINT ignored, and the build
+    # would inherit that and never see the test's Ctrl-C: while it starts, this process handles
+    # SIGINT, so the build starts with the default (exec resets handled signals, not ignored ones).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [*args, "--batch-size", "1", "--workers", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while _results(out) < 4 + 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
