@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from .records import ModelEntry, PhotoRecord
 from .weights import WeightsSpec
 
 log = logging.getLogger("reportgen")
+
+T = TypeVar("T")
 
 # Part of every key, so part of every picture's name: bump when what the model's results are, or
 # how pictures are drawn, changes.
@@ -137,37 +139,34 @@ class ResultCache:
     def load(self, key: str) -> PhotoRecord | Unusable | None:
         """The stored record or verdict; None when there is none, or it is damaged or stale
         (then the photo is computed again)."""
+        found = self._read_entry(key, _record_or_verdict, then="; recomputing it")
+        if isinstance(found, PhotoRecord) and not self.has_pictures(key):
+            return None
+        return found
+
+    def heat_maps(self, key: str) -> tuple[str, ...] | None:
+        """The Grad-CAM heat maps kept with the record under ``key``; None when its entry is
+        missing or damaged. Read for the one page that shows them, so that no record holds them
+        (3 KB a photo: 300 MB of a 100,000-photo build)."""
+        return self._read_entry(key, lambda data: _checked_heat_maps(data["record"][HEAT_MAPS]))
+
+    def _read_entry(
+        self, key: str, take: Callable[[dict[str, Any]], T], then: str = ""
+    ) -> T | None:
+        """What ``take`` makes of the entry under ``key``; None when the entry is missing, of
+        another format, or damaged: unreadable, or ``take`` finding it so (a ValueError, KeyError,
+        TypeError or AttributeError), which is logged, followed by ``then``."""
         name = self._entry_path_name(key)  # a string: this runs for every photo of a build
         try:
             with open(name, "rb") as fh:
                 data = json.loads(fh.read())
             if data.get("format") != ENTRY_FORMAT:
                 return None
-            if "error" in data:
-                return Unusable(str(data["error"]))
-            record, _ = from_entry(data["record"])
+            return take(data)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.info("cache entry %s is damaged (%s); recomputing it", os.path.basename(name), exc)
-            return None
-        return record if self.has_pictures(key) else None
-
-    def heat_maps(self, key: str) -> tuple[str, ...] | None:
-        """The Grad-CAM heat maps kept with the record under ``key``; None when its entry is
-        missing or damaged. Read for the one page that shows them, so that no record holds them
-        (3 KB a photo: 300 MB of a 100,000-photo build)."""
-        name = self._entry_path_name(key)
-        try:
-            with open(name, "rb") as fh:
-                data = json.loads(fh.read())
-            if data.get("format") != ENTRY_FORMAT:
-                return None
-            return _checked_heat_maps(data["record"][HEAT_MAPS])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.info("cache entry %s is damaged (%s)", os.path.basename(name), exc)
+            log.info("cache entry %s is damaged (%s)%s", os.path.basename(name), exc, then)
             return None
 
     def stamps(self, keys: Iterable[str], known: Mapping[str, bytes] | None = None) -> str | None:
@@ -275,6 +274,14 @@ class ResultCache:
         for path in sorted((self.root / "models").glob("*")):
             if path.is_dir() and path != self._model_dir:
                 shutil.rmtree(path)
+
+
+def _record_or_verdict(data: dict[str, Any]) -> PhotoRecord | Unusable:
+    """The record, or the verdict that the photo cannot be used, in an entry's data."""
+    if "error" in data:
+        return Unusable(str(data["error"]))
+    record, _ = from_entry(data["record"])
+    return record
 
 
 def entry_fields(record: PhotoRecord, heat_maps: Sequence[str]) -> dict[str, Any]:

@@ -357,8 +357,8 @@ class ModelActor:
         failure: DecodeFailure | None = None,
     ) -> None:
         out["key"].append(key)
-        fields = entry_fields(result.record, result.heat_maps) if result else None
-        out["record"].append(json.dumps(fields) if fields else "")
+        record = json.dumps(entry_fields(result.record, result.heat_maps)) if result else ""
+        out["record"].append(record)
         out["error"].append(failure.reason if failure else "")
         out["lasting"].append(bool(failure and failure.lasting))
         out["codes"].append(result.codes if result else b"")
