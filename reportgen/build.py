@@ -479,6 +479,7 @@ def _unchanged(
         log.warning("skipped %s: %s", item.source, item.reason)
     for problem in last.problems:
         log.warning("%s", problem)
+    _warn_if_too_large(site_bytes)
     return BuildResult(
         out_dir=config.out_dir,
         photos=_CachedPhotos(photos, keys, cache, config.input_dir, out.state / RECORDS),
@@ -726,13 +727,19 @@ def write(
     if config.cache is None:
         gathered.cache.prune(set(gathered.keys), charts=set(analysed.charts.values()))
     clock.lap("commit")
+    _warn_if_too_large(site_bytes)
+    return site_bytes
+
+
+def _warn_if_too_large(site_bytes: int) -> None:
+    """Warn when a site of ``site_bytes`` cannot be published on GitHub Pages, and say what to do
+    (each build says it, as it repeats what it skipped, till the site fits)."""
     if site_bytes > PAGES_LIMIT:
         log.warning(
             "the site is %.2f GB, over GitHub Pages' 1 GB limit: build it with --lean (and no "
             "--layers), publish fewer photos, or use a static host without that limit",
             site_bytes / 1e9,
         )
-    return site_bytes
 
 
 def _page_heat_maps(cache: ResultCache, photo: PhotoRecord) -> tuple[str, ...]:
