@@ -128,7 +128,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
     clock = _Stopwatch()
     try:
         with out.lock(wait=config.wait), small_pages():
-            sources, unreadable = _find_photos(config, input_dir, out)
+            sources, unreadable = _find_photos(config, input_dir, out, progress=progress)
             weights = resolve_weights(config.weights, progress=progress)
             for warning in weights.warnings:
                 log.warning("%s (%s)", warning, weights.path)
@@ -147,7 +147,9 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
                 return dataclasses.replace(unchanged, timings=clock.laps)
             found = (sources, unreadable, weights, cache, described)
             gathered = gather(config, input_dir, out, clock, found, progress=progress)
-            analysed = _analysed(gathered, input_dir, out, clock, anew=config.full)
+            analysed = _analysed(
+                gathered, input_dir, out, clock, anew=config.full, progress=progress
+            )
             site_bytes = write(config, out, gathered, analysed, clock, progress=progress)
             _remember(out, now, gathered, analysed)
     except OSError as exc:
@@ -545,7 +547,7 @@ def _interrupted(finished: int) -> str:
 
 
 def _find_photos(
-    config: Config, input_dir: Path, out: OutputFolder
+    config: Config, input_dir: Path, out: OutputFolder, *, progress: bool
 ) -> tuple[list[Source], list[Skipped]]:
     """The photos in the folder, each with its hash: read and hashed only where its stamp
     changed since the last build (every one with --full); and the files that cannot be read.
@@ -556,7 +558,9 @@ def _find_photos(
     index = StatIndex(out.state / STAT_INDEX)
     started = time.time_ns()
     known = None if config.full else index.lookup
-    sources, unreadable = discover(input_dir, exclude=config.out_dir, known=known)
+    sources, unreadable = discover(
+        input_dir, exclude=config.out_dir, known=known, progress=progress
+    )
     if not sources and not unreadable:
         raise InputError(f"no images found in {str(input_dir)!r}")
     index.record(sources, hashed_at_ns=started)
@@ -587,14 +591,20 @@ def _placed(
 
 
 def _analysed(
-    gathered: Gathered, input_dir: Path, out: OutputFolder, clock: _Stopwatch, *, anew: bool
+    gathered: Gathered,
+    input_dir: Path,
+    out: OutputFolder,
+    clock: _Stopwatch,
+    *,
+    anew: bool,
+    progress: bool,
 ) -> Analysed:
     """What the folder says as a whole, and of each photo beside the others: :func:`analyse`,
     then :func:`alike` while the summary's charts are drawn."""
     analysed, charts = analyse(gathered, input_dir)
     clock.lap("summary")
     with charts:
-        analysed = alike(gathered, analysed, out.state, clock, anew=anew)
+        analysed = alike(gathered, analysed, out.state, clock, anew=anew, progress=progress)
         return dataclasses.replace(analysed, charts=charts.result())
 
 
@@ -613,11 +623,17 @@ def analyse(gathered: Gathered, input_dir: Path) -> tuple[Analysed, _Charts]:
 
 
 def alike(
-    gathered: Gathered, analysed: Analysed, state: Path, clock: _Stopwatch, *, anew: bool = False
+    gathered: Gathered,
+    analysed: Analysed,
+    state: Path,
+    clock: _Stopwatch,
+    *,
+    anew: bool = False,
+    progress: bool = False,
 ) -> Analysed:
     """Each photo's nearest photos and its place on the map, from their fc7 codes: updated from
     what the last build found (kept in the site's ``state`` folder) where the folder changed
-    little, unless ``anew`` (--full)."""
+    little, unless ``anew`` (--full); ``progress``: bars for a search or map made anew."""
     photos = analysed.photos
     keys = [p.key for p in photos]
     sources = [p.source for p in photos]
@@ -626,10 +642,12 @@ def alike(
     saved = state / SIMILAR
     previous = None if anew else similar.load(saved)
     with code_pack.load(state / CODES, keys, gathered.cache) as codes:
-        found = similar.find(sources, keys, codes, previous[0] if previous else None)
+        found = similar.find(
+            sources, keys, codes, previous[0] if previous else None, progress=progress
+        )
         hand_back()  # the search's graph and buffers: the map and the pages come next
         clock.lap("similar")
-        places = folder_map.layout(codes, found, previous)
+        places = folder_map.layout(codes, found, previous, progress=progress)
     hand_back()
     clock.lap("map")
     similar.save(saved, found, places)
@@ -713,7 +731,10 @@ def write(
         write_site(site, staging, progress=progress)
         clock.lap("pages")
         site_bytes = staging.commit(
-            force=config.force, first=(naming.PICTURES_DIR + "/",), last=("index.html",)
+            force=config.force,
+            first=(naming.PICTURES_DIR + "/",),
+            last=("index.html",),
+            progress=progress,
         )
     except KeyboardInterrupt:
         out.discard_staging()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
+from .progress import bar
 from .records import Skipped, Source
 from .site.output import LEGACY_STATE_DIR, MARKER
 
@@ -26,7 +27,11 @@ Known = Callable[[str, Stamp], "str | None"]
 
 
 def discover(
-    input_dir: Path, *, exclude: Path | None = None, known: Known | None = None
+    input_dir: Path,
+    *,
+    exclude: Path | None = None,
+    known: Known | None = None,
+    progress: bool = False,
 ) -> tuple[list[Source], list[Skipped]]:
     """List every photo under ``input_dir``, sorted by relative path.
 
@@ -36,17 +41,35 @@ def discover(
     Hidden files and folders are ignored, as are files without an image extension. Folder symlinks
     are followed once (a loop cannot hang the walk). ``exclude`` (the output folder, when it lies
     inside the input) is not searched, nor is any other reportgen site: its pictures are not
-    photos.
+    photos. ``progress``: a bar over the photos found, as each is hashed or found unchanged (a
+    first build of a large library reads every byte of it).
 
     Returns:
         The photos found, and the files that could not even be read (with the reason).
     """
-    root = input_dir.resolve()
-    excluded = exclude.resolve() if exclude is not None else None
     sources: list[Source] = []
     skipped: list[Skipped] = []
-    seen_dirs: set[tuple[int, int]] = set()
+    found = _image_files(input_dir.resolve(), exclude.resolve() if exclude is not None else None)
+    for path, rel in bar("finding photos", progress=progress, iterable=found):
+        try:
+            stamp, digest = _identify(path, rel, known)
+        except NotRegularFile as exc:
+            skipped.append(Skipped(rel, f"not a photo: it {exc}"))
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(rel, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        sources.append(Source(path, rel, size=stamp[0], sha256=digest, stamp=stamp))
+    sources.sort(key=lambda s: s.rel)
+    skipped.sort(key=lambda s: s.source)
+    return sources, skipped
 
+
+def _image_files(root: Path, excluded: Path | None) -> list[tuple[Path, str]]:
+    """Each file under ``root`` named as an image, with its path relative to ``root`` (as
+    :func:`discover` says which are searched), before any is opened."""
+    found: list[tuple[Path, str]] = []
+    seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
         # Each file's relative path from its folder's, as strings: pathlib's joins and
@@ -65,24 +88,12 @@ def discover(
             and (excluded is None or (here / d).resolve() != excluded)
             and not _is_site(here / d)
         )
-        for name in sorted(filenames):
-            if name.startswith(".") or _suffix(name) not in IMAGE_EXTENSIONS:
-                continue
-            path = here / name
-            rel = prefix + name
-            try:
-                stamp, digest = _identify(path, rel, known)
-            except NotRegularFile as exc:
-                skipped.append(Skipped(rel, f"not a photo: it {exc}"))
-                continue
-            except OSError as exc:
-                skipped.append(Skipped(rel, f"cannot be read ({exc.strerror or exc})"))
-                continue
-            sources.append(Source(path, rel, size=stamp[0], sha256=digest, stamp=stamp))
-
-    sources.sort(key=lambda s: s.rel)
-    skipped.sort(key=lambda s: s.source)
-    return sources, skipped
+        found.extend(
+            (here / name, prefix + name)
+            for name in sorted(filenames)
+            if not name.startswith(".") and _suffix(name) in IMAGE_EXTENSIONS
+        )
+    return found
 
 
 def _suffix(name: str) -> str:

@@ -15,8 +15,11 @@ not reshuffle when ten photos are added; a build that adds more than a tenth of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from .progress import bar
 from .similar import INCREMENTAL_SHARE, CodeRows, Neighbours, positions_before, widen
 
 LANDMARKS = 2000
@@ -36,11 +39,14 @@ def layout(
     codes: CodeRows,
     found: Neighbours,
     previous: tuple[Neighbours, np.ndarray] | None = None,
+    *,
+    progress: bool = False,
 ) -> np.ndarray:
     """Each photo's place on the map, (N, 2) in [0, 1], in the folder's source order, from their
     ``codes`` ((N, 4096) float16).
 
-    ``previous`` is the last build's neighbours and places: photos still there keep theirs."""
+    ``previous`` is the last build's neighbours and places: photos still there keep theirs.
+    ``progress``: a bar over the photos placed on a map drawn anew."""
     n = len(found.sources)
     kept = _kept(found, previous) if previous is not None else None
     if kept is not None:
@@ -49,7 +55,8 @@ def layout(
             placed = _place_new(places, new, found)
             if placed is not None:
                 return placed
-    return _normalised(_embed(codes))
+    with bar("map", progress=progress, total=n) as shown:
+        return _normalised(_embed(codes, shown.update))
 
 
 def _kept(
@@ -87,8 +94,9 @@ def _weighted(points: np.ndarray, distances: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ijk->ik", weights, points) / weights.sum(1)[:, None]
 
 
-def _embed(all_codes: CodeRows) -> np.ndarray:
-    """A fresh map: t-SNE of the landmarks, the other photos placed among them."""
+def _embed(all_codes: CodeRows, done: Callable[[int], object]) -> np.ndarray:
+    """A fresh map: t-SNE of the landmarks, the other photos placed among them (``done`` is told
+    how many photos each step placed)."""
     n = len(all_codes)
     if n == 1:
         return np.zeros((1, 2))
@@ -104,6 +112,7 @@ def _embed(all_codes: CodeRows) -> np.ndarray:
         places = _tsne(reduced)
     out = np.zeros((n, 2))
     out[landmarks] = places
+    done(len(landmarks))
     others = np.setdiff1d(np.arange(n), landmarks)
     squares = np.einsum("ij,ij->i", reduced, reduced)
     for start in range(0, len(others), PLACE_BLOCK):
@@ -113,6 +122,7 @@ def _embed(all_codes: CodeRows) -> np.ndarray:
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :PLACED_FROM]
         dist = np.sqrt(np.maximum(np.take_along_axis(d2, nearest, axis=1), 0))
         out[rows] = _weighted(places[nearest], dist)
+        done(len(rows))
     return out
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, overload
@@ -36,6 +36,7 @@ from typing import Protocol, overload
 import numpy as np
 
 from .config import usable_cores
+from .progress import bar
 
 log = logging.getLogger("reportgen")
 
@@ -101,9 +102,12 @@ def find(
     keys: Sequence[str],
     codes: CodeRows,
     previous: Neighbours | None = None,
+    *,
+    progress: bool = False,
 ) -> Neighbours:
     """Every photo's nearest photos, from their ``codes`` ((N, 4096) float16, in source order),
-    updating ``previous`` (the last build's) where it can."""
+    updating ``previous`` (the last build's) where it can. ``progress``: a bar over a search of
+    the whole folder (an update takes a second)."""
     n = len(sources)
     squares = _squares(codes)
     norms = np.sqrt(squares.astype(np.float64))
@@ -114,12 +118,18 @@ def find(
         if len(redo) <= max(64, INCREMENTAL_SHARE * n):
             nearest, distances = _update(codes, squares, kept, far, redo, added, k)
             return Neighbours(tuple(sources), tuple(keys), nearest, distances, norms, "incremental")
-    if n <= EXACT_LIMIT:
+    exact = n <= EXACT_LIMIT
+    # Each photo's row is passed over twice (candidates, then their exact distances); three
+    # times with the graph, which takes each photo in before any is searched.
+    passes = 2 if exact else 3
+    with bar("nearest photos", progress=progress, total=n * passes, counted=False) as shown:
         count = min(CANDIDATES, n - 1)
-        candidates, method = _exact_candidates(codes, squares, np.arange(n), count), "exact"
-    else:
-        candidates, method = _hnsw_candidates(codes, min(CANDIDATES, n - 1)), "faiss-hnsw"
-    nearest, distances = _refine(codes, np.arange(n), candidates, k)
+        if exact:
+            candidates = _exact_candidates(codes, squares, np.arange(n), count, shown.update)
+        else:
+            candidates = _hnsw_candidates(codes, count, shown.update)
+        nearest, distances = _refine(codes, np.arange(n), candidates, k, shown.update)
+    method = "exact" if exact else "faiss-hnsw"
     return Neighbours(tuple(sources), tuple(keys), nearest, distances, norms, method)
 
 
@@ -158,12 +168,20 @@ def _squares(codes: CodeRows) -> np.ndarray:
     return out
 
 
+def _untold(rows: int) -> None:
+    """Where no progress bar is told how many rows are done."""
+
+
 def _exact_candidates(
-    codes: CodeRows, squares: np.ndarray, rows: np.ndarray, count: int
+    codes: CodeRows,
+    squares: np.ndarray,
+    rows: np.ndarray,
+    count: int,
+    done: Callable[[int], object] = _untold,
 ) -> np.ndarray:
     """For each of ``rows``, the ``count`` other photos nearest to it by the fast distance
     (``squares``: each code's squared length), (len(rows), count) positions (unordered); -1 fills
-    a folder too small."""
+    a folder too small. ``done`` is told how many rows each block finished."""
     n = len(codes)
     out = np.full((len(rows), max(count, 0)), -1, dtype=np.int64)
     if count <= 0:
@@ -179,11 +197,15 @@ def _exact_candidates(
         dist[np.arange(len(chosen)), chosen] = np.inf  # not its own neighbour
         part = np.argpartition(dist, count - 1, axis=1)[:, :count]
         out[start : start + len(chosen)] = part
+        done(len(chosen))
     return out
 
 
-def _hnsw_candidates(codes: CodeRows, count: int) -> np.ndarray:
-    """Candidates from faiss's HNSW graph over 8-bit codes (an approximate search)."""
+def _hnsw_candidates(
+    codes: CodeRows, count: int, done: Callable[[int], object] = _untold
+) -> np.ndarray:
+    """Candidates from faiss's HNSW graph over 8-bit codes (an approximate search); ``done`` is
+    told how many rows each block added, then searched."""
     import faiss  # only for large folders: importing it takes a while
 
     faiss.omp_set_num_threads(usable_cores())
@@ -192,6 +214,7 @@ def _hnsw_candidates(codes: CodeRows, count: int) -> np.ndarray:
     index.train(widen(codes[:BLOCK]))
     for _, block in _blocks(codes):
         index.add(block)
+        done(len(block))
     index.hnsw.efSearch = 64
     out = np.empty((len(codes), count), dtype=np.int64)
     for start, block in _blocks(codes):
@@ -199,14 +222,20 @@ def _hnsw_candidates(codes: CodeRows, count: int) -> np.ndarray:
         for i, row in enumerate(found):
             others = [j for j in row.tolist() if j != start + i and j >= 0][:count]
             out[start + i] = others + [-1] * (count - len(others))
+        done(len(block))
     return out
 
 
 def _refine(
-    codes: CodeRows, rows: np.ndarray, candidates: np.ndarray, k: int
+    codes: CodeRows,
+    rows: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    done: Callable[[int], object] = _untold,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of each row's candidates by the exact distance, nearest first (ties by
-    position, so by source); -1 candidates, repeats and the row itself are left out."""
+    position, so by source); -1 candidates, repeats and the row itself are left out. ``done`` is
+    told how many rows each block finished."""
     nearest = np.full((len(rows), NEIGHBOURS), -1, dtype=np.int32)
     distances = np.full((len(rows), NEIGHBOURS), np.inf)
     if not len(rows) or not candidates.shape[1]:
@@ -235,6 +264,7 @@ def _refine(
         real = np.isfinite(measured)
         nearest[start : start + m, : order.shape[1]] = np.where(real, picked, -1)
         distances[start : start + m, : order.shape[1]] = measured
+        done(m)
     return nearest, distances
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import urllib.error
@@ -182,3 +183,32 @@ def test_python_dash_m_is_the_same_command():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("reportgen ")
+
+
+def test_each_stage_a_large_folder_waits_on_shows_a_bar(tmp_path, monkeypatch, capsys):
+    """Past the model's run and the pages, a large folder's build waits on hashing its photos,
+    the search for their nearest photos, the map and the swap: each shows a bar, at a terminal,
+    once it has taken a second (here at once), and each bar ends full."""
+    import reportgen.progress
+    from reportgen.api import build_site
+
+    from .conftest import sample_folder
+
+    monkeypatch.setattr(reportgen.progress, "SHOWN_AFTER", 0.0)
+    src = sample_folder(tmp_path / "in", 9)
+    build_site(src, tmp_path / "site", weights="random", progress=True)
+    shown: dict[str, str] = {}
+    for line in re.split(r"[\r\n]+", capsys.readouterr().err):
+        if ": " in line:
+            shown[line.split(": ")[0]] = line  # the bar as it was last drawn
+    ends = {  # what follows the full bar: a count of all, or the time for a bar of shares
+        "finding photos": "9/9",
+        "inference": "5/5",  # the model runs once over copies of one photo
+        "nearest photos": r"\[00:",  # each photo is passed over twice: no count to show
+        "map": "9/9",
+        "pages": "9/9",
+        "updating the site": r"(\d+)/\1 ",
+    }
+    assert set(ends) <= set(shown), shown.keys()
+    for desc, end in ends.items():
+        assert re.match(rf"{desc}: 100%\|█+\| {end}", shown[desc]), shown[desc]

@@ -29,6 +29,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BuildError, UsageError
 from ..files import write_atomic, write_changed, write_new
+from ..progress import bar
 from . import naming
 
 log = logging.getLogger("reportgen")
@@ -371,7 +372,12 @@ class Staging:
             shutil.copyfile(existing, target)
 
     def commit(
-        self, *, force: bool = False, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+        self,
+        *,
+        force: bool = False,
+        first: tuple[str, ...] = (),
+        last: tuple[str, ...] = (),
+        progress: bool = False,
     ) -> int:
         """Move every staged file into the site, then delete what the old site had and this lacks;
         return the site's size in bytes (what publishing it uploads, the marker included).
@@ -380,7 +386,8 @@ class Staging:
         to the old pages), then pages, ``last`` (the index) at the end, so at every moment each link
         in the visible site points at a file that exists. The manifest names old and new files
         while the swap runs (with :data:`SWAPPING`), so an interrupted swap still leaves every file
-        owned.
+        owned. ``progress``: a bar over the files moved in (60,000 in a cold build of 20,000
+        photos).
 
         Raises:
             UsageError: a staged file would replace a file reportgen did not write (unless
@@ -395,7 +402,7 @@ class Staging:
             write_atomic(swapping, (json.dumps(sorted(self.files)) + "\n").encode())
         folder.mark()
         order = sorted(self.files, key=lambda f: (not f.startswith(first), f in last, f))
-        for rel in order:
+        for rel in bar("updating the site", progress=progress, unit="file", iterable=order):
             source = folder.staging.joinpath(*PurePosixPath(rel).parts)
             target = folder.root.joinpath(*PurePosixPath(rel).parts)
             target.parent.mkdir(parents=True, exist_ok=True)

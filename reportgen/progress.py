@@ -1,0 +1,39 @@
+"""Progress bars for the stages of a build that take a while on a large folder, on stderr (the
+command line shows them at a terminal, unless --quiet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm import tqdm
+
+SHOWN_AFTER = 1.0
+"""Seconds a stage runs before its bar appears: a build of a few photos shows only the model's
+and the pages' bars, a large folder a bar for each stage it would otherwise wait on in silence."""
+
+
+def bar(
+    desc: str,
+    *,
+    progress: bool,
+    total: int | None = None,
+    unit: str = "photo",
+    iterable: Iterable[Any] | None = None,
+    counted: bool = True,
+) -> tqdm:
+    """A bar for a stage (``progress`` False: one that shows nothing); one not ``counted`` shows
+    its share done and the time, not its count, which means nothing to a user (passes over the
+    photos, say)."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not progress,
+        delay=SHOWN_AFTER,
+        bar_format=None if counted else UNCOUNTED,
+    )
+
+
+UNCOUNTED = "{l_bar}{bar}| [{elapsed}<{remaining}]"
