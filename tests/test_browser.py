@@ -8,6 +8,7 @@ unless REPORTGEN_REQUIRE_BROWSER=1 (as .ci/run sets) turns the skip into a failu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,17 +87,28 @@ def base_url(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     root = tmp_path_factory.mktemp("served")
     shutil.copytree(site, root / SUB_PATH.strip("/"), ignore=shutil.ignore_patterns(".reportgen"))
 
+    with _served(root) as port:
+        yield f"http://127.0.0.1:{port}{SUB_PATH}"
+
+
+@contextlib.contextmanager
+def _served(folder: Path) -> Iterator[int]:
+    """``folder`` served over HTTP by a static server, on the port given; quiet: no line a
+    request, and no traceback when the browser drops a connection it no longer needs."""
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{SUB_PATH}"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
@@ -431,17 +444,8 @@ def big_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list]:
         target.parent.mkdir(exist_ok=True)
         os.link(thumb, target)
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root.parent))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}{SUB_PATH}", photos
-    server.shutdown()
-    server.server_close()
+    with _served(root.parent) as port:
+        yield f"http://127.0.0.1:{port}{SUB_PATH}", photos
 
 
 # (url, bytes) of the page itself and of every resource it fetched since the last clearing.
