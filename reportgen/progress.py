@@ -11,6 +11,8 @@ from tqdm import tqdm
 SHOWN_AFTER = 1.0
 """Seconds a stage runs before its bar appears: a build of a few photos shows only the model's
 and the pages' bars, a large folder a bar for each stage it would otherwise wait on in silence."""
+UNCOUNTED = "{l_bar}{bar}| [{elapsed}<{remaining}]"
+"""A bar's look without its count: the share done, the time taken and the time left."""
 
 
 def bar(
@@ -34,6 +36,3 @@ def bar(
         delay=SHOWN_AFTER,
         bar_format=None if counted else UNCOUNTED,
     )
-
-
-UNCOUNTED = "{l_bar}{bar}| [{elapsed}<{remaining}]"
