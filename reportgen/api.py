@@ -8,6 +8,8 @@ from typing import Any
 
 from .build import BuildResult, build
 from .config import load_config
+from .site import states
+from .site.states import SiteState
 
 
 def build_site(
@@ -46,3 +48,21 @@ def build_site(
     # first imported (by the build, only if the model is needed); a user's setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return build(config, progress=progress)
+
+
+def sites() -> list[SiteState]:
+    """The sites reportgen keeps state for (manifest, stat index, records and the default cache;
+    under ``~/.cache/reportgen/sites``, or ``$REPORTGEN_HOME/sites``), each with where it was
+    last built, whether it is still there, and the bytes its state takes."""
+    return states.site_states()
+
+
+def prune_sites() -> tuple[list[SiteState], list[SiteState]]:
+    """Remove reportgen's state for the sites that are gone (deleted, or moved and not built
+    since; a site moved and built again takes its state along instead). The state of a site
+    still there, or of one made before reportgen recorded where its site is, is kept.
+
+    Returns:
+        The states removed, and those kept because a build was using them.
+    """
+    return states.prune(states.site_states())

@@ -19,10 +19,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import __version__
-from .api import build_site
+from .api import build_site, prune_sites, sites
 from .build import BuildResult
 from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
 from .errors import Interrupted, ReportgenError, os_error_message
+from .site.states import SiteState, sites_home
 
 PROG = "reportgen"
 
@@ -70,9 +71,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"YAML file of options (default: ./{DEFAULT_CONFIG_FILE} if present)",
     )
-    build.add_argument(
-        "--debug", action="store_true", help="show the traceback of an internal error"
+    sites = commands.add_parser(
+        "sites",
+        help="list the sites reportgen keeps state for; --prune removes that of sites gone",
+        description="List the sites reportgen keeps state for (the record of each build and, by "
+        "default, its cache: about 90 KB a photo), where each was last built and the space its "
+        "state takes. A site moved or renamed takes its state along at its next build.",
     )
+    sites.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the state of the sites that are no longer where they were built "
+        "(deleted, or moved and not built since)",
+    )
+    for command in (build, sites):
+        command.add_argument(
+            "--debug", action="store_true", help="show the traceback of an internal error"
+        )
     return parser
 
 
@@ -95,11 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "build":
+    commands = {"build": _build, "sites": _sites}
+    if args.command not in commands:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return _build(args)
+        return commands[args.command](args)
     except ReportgenError as exc:
         _error(str(exc))
         return exc.exit_code
@@ -135,6 +151,50 @@ def _build(args: argparse.Namespace) -> int:
         _error(f"{len(result.skipped)} file(s) skipped (--strict)")
         return 1
     return 0
+
+
+def _sites(args: argparse.Namespace) -> int:
+    """``reportgen sites [--prune]``: the sites' states, a line each, and what pruning frees."""
+    if args.prune:
+        removed, busy = prune_sites()
+        for state in removed:
+            print(f"removed the state of {_shown(state.site)} ({_size(state.size)})")
+        for state in busy:
+            print(f"kept the state of {_shown(state.site)}: a build is using it")
+    found = sites()
+    home = _shown(sites_home())
+    if not found:
+        print(f"no site's state is kept (in {home})")
+        return 0
+    for state in found:
+        print(f"{_size(state.size):>9}  {_where(state)}")
+    total = _size(sum(s.size for s in found))
+    print(f"{_sites_count(found)}, {total} of state, in {home}")
+    gone = [s for s in found if s.site is not None and not s.present]
+    if gone and not args.prune:
+        freed = _size(sum(s.size for s in gone))
+        count = _sites_count(gone)
+        print(f"'{PROG} sites --prune' removes the state of the {count} gone ({freed})")
+    return 0
+
+
+def _sites_count(states: list[SiteState]) -> str:
+    return f"{len(states)} site{'' if len(states) == 1 else 's'}"
+
+
+def _where(state: SiteState) -> str:
+    """Which site a state is for, and whether it is still there."""
+    if state.site is None:
+        return f"{_shown(state.folder)}  (made by an earlier reportgen: its site is not recorded)"
+    if not state.present:
+        return f"{_shown(state.site)}  (gone: no site there now, or another)"
+    return _shown(state.site)
+
+
+def _shown(path: Path) -> str:
+    """A path as given, or quoted when it holds characters a terminal would act on."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def _internal_error() -> str:

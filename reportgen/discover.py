@@ -12,7 +12,8 @@ from pathlib import Path
 from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
 from .progress import bar
 from .records import Skipped, Source
-from .site.output import LEGACY_STATE_DIR, MARKER
+from .site.output import LEGACY_STATE_DIR
+from .site.states import MARKER
 
 log = logging.getLogger("reportgen")
 

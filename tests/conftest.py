@@ -17,7 +17,8 @@ import torch
 from torchvision.models import alexnet
 
 from reportgen.cli import main
-from reportgen.site.output import HOME_VARIABLE, OutputFolder
+from reportgen.site.output import OutputFolder
+from reportgen.site.states import HOME_VARIABLE
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PHOTOS = sorted((REPO / "inputs").glob("*.jpg"))

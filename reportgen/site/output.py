@@ -3,8 +3,9 @@
 The output folder holds only what is published, plus a small marker file (:data:`MARKER`) that
 says a reportgen site lives there. reportgen's state for it (the manifest of every file it wrote,
 the stat index, the build lock and, by default, the cache) lives outside it, in
-:func:`state_home` ``/sites/NAME-HASH``, one folder per output folder: GitHub's Pages artifact,
-rsync and a ``gh-pages`` push copy dot-folders too, so state kept inside would be published.
+:func:`~reportgen.site.states.sites_home` ``/NAME-HASH``, one folder per output folder (and
+:mod:`~reportgen.site.states` says which site each is for): GitHub's Pages artifact, rsync and a
+``gh-pages`` push copy dot-folders too, so state kept inside would be published.
 
 Only files the manifest names are ever replaced or deleted; a folder that is not empty and is not a
 reportgen site is refused unless the user forces it. A new site is written under
@@ -30,12 +31,11 @@ from .. import __version__
 from ..errors import BuildError, UsageError
 from ..files import write_atomic, write_changed, write_new
 from ..progress import bar
-from . import naming
+from . import naming, states
+from .states import LOCK, MARKER, sites_home
 
 log = logging.getLogger("reportgen")
 
-MARKER = ".reportgen-site"
-"""The one file of reportgen's own in OUT: says that a reportgen site lives there."""
 STAGING_DIR = ".reportgen-staging"
 LEGACY_STATE_DIR = ".reportgen"
 """Where versions before 0.2 kept their state, inside OUT: read once, then removed."""
@@ -43,19 +43,7 @@ MANIFEST = "manifest.json"
 SWAPPING = "swapping.json"
 """While a swap runs, the files it moves into the site that the manifest does not name yet: a list
 of a few names where a second manifest of the whole site cost 0.15 s at 20,000 photos."""
-LOCK = "lock"
 MANIFEST_VERSION = 3  # 2: each file with its sha256, size and mtime; 3: and the page's input key
-HOME_VARIABLE = "REPORTGEN_HOME"
-
-
-def state_home() -> Path:
-    """Where reportgen keeps its state and caches: ``$REPORTGEN_HOME``, else
-    ``$XDG_CACHE_HOME/reportgen``, else ``~/.cache/reportgen`` (as torch keeps
-    ``~/.cache/torch``)."""
-    if home := os.environ.get(HOME_VARIABLE):
-        return Path(home)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "reportgen"
 
 
 def _safe_relpath(rel: str) -> PurePosixPath:
@@ -75,7 +63,7 @@ class OutputFolder:
         self.root = root
         resolved = root.resolve()
         name = f"{naming.slug(resolved.name)}-{naming.short_hash(str(resolved), 16)}"
-        self.state = state_home() / "sites" / name
+        self.state = sites_home() / name
         """This folder's manifest, stat index, lock and default cache."""
         self.staging = root / STAGING_DIR
         self.marker = root / MARKER
@@ -106,6 +94,20 @@ class OutputFolder:
                 "choose another --out, empty it, or pass --force to add the site beside its files"
             )
 
+    def _follow_move(self) -> None:
+        """When this folder is a site that was moved or renamed here, take reportgen's state for it
+        (and the default cache) along from where the site was, so that nothing is computed again."""
+        was = states.follow(self.root, self.state, holds=self._holds_site_of)
+        if was is not None:
+            log.info("the site was moved here from %s: its cache and state came along", was)
+
+    def _holds_site_of(self, state: Path) -> bool:
+        """Whether this folder holds the site whose state is ``state``: every file its last build
+        wrote, as it left them (a move keeps sizes and mtimes)."""
+        if (state / SWAPPING).exists():
+            return False  # a swap was cut short: its files are not all as the manifest says
+        return _size_if_as_left(_read_files(state / MANIFEST), self.root) is not None
+
     def is_reportgen_site(self) -> bool:
         manifests = (self.state / MANIFEST, self.legacy / MANIFEST)
         return any(p.is_file() for p in (self.marker, *manifests))
@@ -114,25 +116,21 @@ class OutputFolder:
         """The ``files`` of the manifest (this version's, else one a version before 0.2 left in
         OUT); None when there is none."""
         for path in (self.state / MANIFEST, self.legacy / MANIFEST):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError):
-                return None
-            return data.get("files") if isinstance(data, dict) else None
+            if path.exists():
+                return _read_files(path)
         return None
 
     def owned_files(self) -> dict[str, FileState]:
         """Site-relative paths reportgen wrote last time (empty for a new folder), each with what
         it was then: sha256, size, mtime and input key (empty and -1 where not known).
 
-        A site whose manifest is gone (the folder was moved or copied, or reportgen's cache was
-        cleared) but whose marker is there may replace the files it holds, but deletes none."""
+        A site whose manifest is not found (a copy of a site, or one whose state was removed; a
+        moved site takes its state along: :meth:`_follow_move`) but whose marker is there may
+        replace the files it holds, but deletes none."""
         files = self._manifest_files()
         if files is None and self.marker.is_file():
             log.warning(
-                "no record of the last build into %s (moved, or reportgen's cache was cleared): "
+                "no record of the last build into %s (a copy, or its state was removed): "
                 "its files may be replaced, and those the new site lacks are left in place",
                 self.root,
             )
@@ -177,21 +175,10 @@ class OutputFolder:
     def intact(self) -> int | None:
         """The site's size in bytes if every file the last build wrote is still as it left it
         (size and mtime, as the manifest says) and the marker is there; None otherwise."""
-        files = self._manifest_files()
-        if not isinstance(files, dict) or not files or not self.marker.is_file():
-            return None
-        if (self.state / SWAPPING).exists():
-            return None  # a swap was cut short
-        root, total = os.fspath(self.root), self.marker.stat().st_size
-        for rel, was in files.items():
-            try:
-                size, mtime = int(was[1]), int(was[2])
-            except (TypeError, ValueError, IndexError):
-                return None
-            if not _as_left(f"{root}/{rel}", size, mtime):
-                return None
-            total += size
-        return total
+        if not self.marker.is_file() or (self.state / SWAPPING).exists():
+            return None  # not a site, or a swap was cut short
+        total = _size_if_as_left(self._manifest_files(), self.root)
+        return None if total is None else total + self.marker.stat().st_size
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool = False) -> Iterator[None]:
@@ -199,10 +186,12 @@ class OutputFolder:
 
         An OS file lock (``flock``) on ``lock`` in the folder's state, so the kernel releases it
         when a build dies, however it dies. The file keeps the holder's process id, for the message.
+        A site moved here takes its state along first (:meth:`_follow_move`): the lock is in it.
 
         Raises:
             BuildError: another build holds the lock (unless ``wait``: then wait for it).
         """
+        self._follow_move()
         self.state.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
@@ -219,6 +208,7 @@ class OutputFolder:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            states.claim(self.state, self.root)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -468,6 +458,32 @@ class Staging:
         data = {"version": MANIFEST_VERSION, "files": files}
         encoded = (json.dumps(data, sort_keys=True) + "\n").encode()
         write_changed(self.folder.state / MANIFEST, encoded)
+
+
+def _read_files(manifest: Path) -> object:
+    """The ``files`` of the manifest at ``manifest``; None when it cannot be read."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("files") if isinstance(data, dict) else None
+
+
+def _size_if_as_left(files: object, root: Path) -> int | None:
+    """The bytes of a manifest's ``files`` if each is in ``root`` as the build that wrote it left
+    it (size and mtime); None otherwise, or when the manifest names no file or sizes."""
+    if not isinstance(files, dict) or not files:
+        return None
+    where, total = os.fspath(root), 0
+    for rel, was in files.items():
+        try:
+            size, mtime = int(was[1]), int(was[2])
+        except (TypeError, ValueError, IndexError):
+            return None
+        if not _as_left(f"{where}/{rel}", size, mtime):
+            return None
+        total += size
+    return total
 
 
 def _as_left(path: str, size: int, mtime_ns: int) -> bool:

@@ -1,0 +1,193 @@
+"""Where reportgen keeps its state for each site, and which site each state folder is for.
+
+An output folder's state (its manifest, stat index, records, build lock and, by default, the
+cache) lives outside it, in :func:`sites_home` ``/NAME-HASH``, named from the folder's path (see
+:class:`~reportgen.site.output.OutputFolder`). Each state folder also says which folder it is
+for (:data:`SITE_FILE`), so that
+
+- a site that was moved or renamed takes its state along at its next build (:func:`follow`),
+  where it would otherwise compute every photo again. The moved site is known by its files: all
+  that its last build wrote, with the sizes and mtimes the state's manifest gives (a move keeps
+  them). Nothing in the site says which it is, so two sites built alike stay byte for byte alike;
+- a copy of a site is told from a move (the site is still where it was), and gets a state of its
+  own;
+- the states of sites that are gone can be listed (:func:`site_states`) and removed
+  (:func:`prune`): with its cache, a site of 20,000 photos leaves 1.8 GB behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import write_atomic
+
+log = logging.getLogger("reportgen")
+
+HOME_VARIABLE = "REPORTGEN_HOME"
+MARKER = ".reportgen-site"
+"""The one file of reportgen's own in OUT: says that a reportgen site lives there."""
+SITE_FILE = "site.json"
+"""In each state folder: the folder of the site it is for (``path``)."""
+LOCK = "lock"
+_REMOVING = ".removing-"
+"""The name a state folder takes while :func:`prune` deletes it: never mistaken for a site's."""
+
+
+def state_home() -> Path:
+    """Where reportgen keeps its state and caches: ``$REPORTGEN_HOME``, else
+    ``$XDG_CACHE_HOME/reportgen``, else ``~/.cache/reportgen`` (as torch keeps
+    ``~/.cache/torch``)."""
+    if home := os.environ.get(HOME_VARIABLE):
+        return Path(home)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "reportgen"
+
+
+def sites_home() -> Path:
+    """The folder of the sites' state folders, one each."""
+    return state_home() / "sites"
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """One state folder, and the site it is for."""
+
+    folder: Path
+    site: Path | None
+    """Where the site was last built; None for a state an earlier reportgen made, which did not
+    say (until the site is built again)."""
+    size: int
+    """Bytes in the state folder, the default cache included."""
+    present: bool
+    """Whether a reportgen site is still there (its marker)."""
+
+
+def claim(state: Path, root: Path) -> None:
+    """Say in ``state`` that it is the state of the site at ``root`` (written when that changed: a
+    new state, or one taken along from where the site was)."""
+    where = str(root.resolve())
+    if _site_of(state) != where:
+        data = json.dumps({"path": where}, ensure_ascii=False) + "\n"
+        write_atomic(state / SITE_FILE, data.encode("utf-8"))
+
+
+def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> Path | None:
+    """Take a moved site's state along: when the site at ``root`` has no state of its own yet
+    (``state``, named from its path), find the state of a site that is no longer where that state
+    says and that ``root`` ``holds`` (every file as its last build left it), and rename it to
+    ``state``. Return where the site was, when one was found."""
+    if state.exists() or not (root / MARKER).is_file():
+        return None
+    for old in _states():
+        was = _site_of(old)
+        if was is None or (Path(was) / MARKER).is_file() or not holds(old):
+            continue  # a state of an earlier version's, a site still there, or another site
+        if _take(old, state):
+            return Path(was)
+    return None
+
+
+def _take(old: Path, state: Path) -> bool:
+    """Rename the state folder ``old`` to ``state`` unless a build is using it; whether it did."""
+    with _locked(old) as held:
+        if not held:
+            log.info("not taking the site's state along from %s: a build is using it", old)
+            return False
+        try:
+            os.rename(old, state)
+        except OSError as exc:  # another build into this folder took it first
+            if exc.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            return False
+    return True
+
+
+def site_states() -> list[SiteState]:
+    """Every site reportgen keeps state for, by state folder name."""
+    found = []
+    for folder in _states():
+        path = _site_of(folder)
+        site = Path(path) if path else None
+        present = site is not None and (site / MARKER).is_file()
+        found.append(SiteState(folder, site, _size(folder), present))
+    return found
+
+
+def prune(states: list[SiteState]) -> tuple[list[SiteState], list[SiteState]]:
+    """Remove the state folders of ``states`` whose site is gone (deleted, or moved and not built
+    since); leave those of sites still there and those made before reportgen said which site they
+    are for. Return those removed, and those left because a build was using them."""
+    removed, busy = [], []
+    for gone in (s for s in states if s.site is not None and not s.present):
+        if not gone.folder.is_dir():  # removed meanwhile
+            continue
+        with _locked(gone.folder) as held:
+            if not held:
+                busy.append(gone)
+                continue
+            if (gone.site / MARKER).is_file():  # built there again meanwhile
+                continue
+            doomed = gone.folder.with_name(_REMOVING + gone.folder.name)
+            os.rename(gone.folder, doomed)
+        shutil.rmtree(doomed)
+        removed.append(gone)
+    for leftover in sites_home().glob(_REMOVING + "*"):  # one a pruning cut short left
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed, busy
+
+
+@contextlib.contextmanager
+def _locked(state: Path) -> Iterator[bool]:
+    """Hold ``state``'s build lock while the block runs, if no build holds it; yields whether."""
+    fd = os.open(state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
+def _states() -> list[Path]:
+    """The state folders, by name (not those being removed)."""
+    try:
+        return sorted(p for p in sites_home().iterdir() if p.is_dir() and p.name[0] != ".")
+    except FileNotFoundError:
+        return []
+
+
+def _site_of(state: Path) -> str | None:
+    """The folder ``state`` says its site is in; None when it does not say."""
+    try:
+        data = json.loads((state / SITE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    path = data.get("path") if isinstance(data, dict) else None
+    return path if isinstance(path, str) and path else None
+
+
+def _size(folder: Path) -> int:
+    """Bytes in the files under ``folder`` (a file linked twice counted once)."""
+    total, seen = 0, set()
+    for here, _, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(here, name))
+            except OSError:
+                continue  # removed meanwhile
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

@@ -1,0 +1,169 @@
+"""reportgen's state for each site: a moved site takes it along, a copy gets its own, and the
+state of sites that are gone is listed and removed on request (``reportgen sites [--prune]``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+
+import pytest
+
+from reportgen import api
+from reportgen.site.output import MANIFEST, OutputFolder
+from reportgen.site.states import SITE_FILE, sites_home
+
+from .conftest import run_cli, state_of
+from .test_incremental import make_photos, run_build, site_files
+
+
+@pytest.fixture
+def said(caplog, monkeypatch):
+    """What the build logs at INFO and above (the command line's handler stops propagation)."""
+    monkeypatch.setattr(logging.getLogger("reportgen"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="reportgen")
+    return caplog
+
+
+def test_a_moved_site_takes_its_state_and_cache_along(tmp_path, weights_file, said):
+    """Renaming the site (``site`` to ``docs``, for GitHub Pages) costs no model run and no
+    rewrite: the state folder, named from the old path, is renamed to the new path's. The site is
+    known by its files, as its last build left them."""
+    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
+    make_photos(src, 4)
+    run_build(src, out, str(weights_file))
+    before, old_state = site_files(out), state_of(out)
+    os.rename(out, moved)
+    said.clear()
+    again = run_build(src, moved, str(weights_file))
+    assert (again.computed, again.reused) == (0, 4)
+    assert site_files(moved) == before
+    assert not old_state.exists() and (state_of(moved) / MANIFEST).is_file()
+    assert (
+        f"the site was moved here from {out.resolve()}: its cache and state came along" in said.text
+    )
+    assert "no record of the last build" not in said.text
+    assert json.loads((state_of(moved) / SITE_FILE).read_text())["path"] == str(moved.resolve())
+
+
+def test_a_moved_site_is_known_by_its_files_among_the_states_of_sites_gone(tmp_path, weights_file):
+    """Of two sites gone from where they were built, the moved one takes its own state along."""
+    deleted, moved_away = tmp_path / "a-site", tmp_path / "b-site"
+    make_photos(tmp_path / "in-a", 2)
+    make_photos(tmp_path / "in-b", 3, start=5)
+    run_build(tmp_path / "in-a", deleted, str(weights_file))
+    run_build(tmp_path / "in-b", moved_away, str(weights_file))
+    deleted_state = state_of(deleted)
+    shutil.rmtree(deleted)
+    os.rename(moved_away, tmp_path / "docs")
+    again = run_build(tmp_path / "in-b", tmp_path / "docs", str(weights_file))
+    assert (again.computed, again.reused) == (0, 3)
+    assert deleted_state.is_dir()  # still there for `reportgen sites --prune`
+
+
+def test_a_copy_gets_a_state_of_its_own_and_the_original_keeps_its(tmp_path, weights_file, said):
+    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    shutil.copytree(out, copy)  # sizes and mtimes too
+    said.clear()
+    built = run_build(src, copy, str(weights_file))
+    assert built.computed == 2  # a cache of its own
+    assert f"no record of the last build into {copy} (a copy, or its" in said.text
+    assert site_files(copy) == site_files(out)
+    said.clear()
+    original = run_build(src, out, str(weights_file))
+    assert (original.computed, original.reused) == (0, 2)
+    assert "no record of the last build" not in said.text
+    assert [(s.site, s.present) for s in api.sites()] == sorted(
+        [(copy.resolve(), True), (out.resolve(), True)], key=lambda s: state_of(s[0]).name
+    )
+
+
+def test_a_state_that_did_not_say_its_site_says_it_at_the_next_build(tmp_path, weights_file):
+    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "moved"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    (state_of(out) / SITE_FILE).unlink()  # as reportgen before this file left it
+    os.rename(out, moved)  # nothing says where the site was: a recompute
+    assert run_build(src, moved, str(weights_file)).computed == 2
+    os.rename(moved, out)  # its state says now
+    assert run_build(src, out, str(weights_file)).computed == 0
+    os.rename(out, moved)
+    assert run_build(src, moved, str(weights_file)).computed == 0
+
+
+def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
+    tmp_path, weights_file, capsys
+):
+    src, kept, gone = tmp_path / "in", tmp_path / "kept", tmp_path / "gone"
+    make_photos(src, 2)
+    run_build(src, kept, str(weights_file))
+    run_build(src, gone, str(weights_file))
+    shutil.rmtree(gone)
+    earlier = sites_home() / "old-0123456789abcdef"  # made before states said their site
+    earlier.mkdir()
+    (earlier / MANIFEST).write_text("{}")
+    capsys.readouterr()
+
+    assert run_cli("sites") == 0
+    size = r" *[0-9.]+ (?:bytes|kB|MB)"
+    lines = capsys.readouterr().out.splitlines()
+    expected = {
+        state_of(kept).name: rf"{size}  {re.escape(str(kept))}",
+        state_of(gone).name: rf"{size}  {re.escape(str(gone))}  \(gone: no site there now, or "
+        r"another\)",
+        earlier.name: rf"{size}  {re.escape(str(earlier))}  \(made by an earlier reportgen: its "
+        r"site is not recorded\)",
+    }
+    assert len(lines) == 5
+    for line, name in zip(lines[:3], sorted(expected), strict=True):
+        assert re.fullmatch(expected[name], line), line
+    assert re.fullmatch(
+        rf"3 sites, [0-9.]+ (kB|MB) of state, in {re.escape(str(sites_home()))}", lines[3]
+    )
+    assert re.fullmatch(
+        r"'reportgen sites --prune' removes the state of the 1 site gone \(.*\)", lines[4]
+    )
+
+    gone_state = state_of(gone)
+    assert run_cli("sites", "--prune") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        rf"removed the state of {re.escape(str(gone))} \({size.strip()}\)", lines[0]
+    )
+    assert len(lines) == 4 and lines[3].startswith("2 sites, ")
+    assert not gone_state.exists() and earlier.is_dir()
+    assert not list(sites_home().glob(".*"))
+    assert run_build(src, kept, str(weights_file)).computed == 0
+
+
+def test_prune_leaves_the_state_a_build_is_using(tmp_path, weights_file):
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 1)
+    run_build(src, out, str(weights_file))
+    shutil.rmtree(out)
+    with OutputFolder(out).lock():  # a build into it has begun
+        removed, busy = api.prune_sites()
+    assert removed == [] and [s.site for s in busy] == [out.resolve()]
+    assert state_of(out).is_dir()
+    removed, busy = api.prune_sites()
+    assert [s.site for s in removed] == [out.resolve()] and busy == []
+    assert not state_of(out).exists()
+
+
+def test_no_state_kept_is_said(capsys):
+    assert run_cli("sites") == 0
+    assert capsys.readouterr().out == f"no site's state is kept (in {sites_home()})\n"
+
+
+def test_a_site_path_a_terminal_would_act_on_is_listed_quoted(capsys):
+    state = sites_home() / "evil-0123456789abcdef"
+    state.mkdir(parents=True)
+    (state / SITE_FILE).write_text(json.dumps({"path": "/nowhere/\x1b[2Jsite\nx"}))
+    assert run_cli("sites") == 0
+    listed = capsys.readouterr().out
+    assert "\x1b" not in listed and listed.count("\n") == 3
+    assert "  '/nowhere/\\x1b[2Jsite\\nx'  (gone: no site there now, or another)\n" in listed
