@@ -187,7 +187,7 @@ def _where(state: SiteState) -> str:
     if state.site is None:
         return f"{_shown(state.folder)}  (made by an earlier reportgen: its site is not recorded)"
     if not state.present:
-        return f"{_shown(state.site)}  (gone: no site there now, or another)"
+        return f"{_shown(state.site)}  (gone: no site there now)"
     return _shown(state.site)
 
 

@@ -113,8 +113,7 @@ def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
     lines = capsys.readouterr().out.splitlines()
     expected = {
         state_of(kept).name: rf"{size}  {re.escape(str(kept))}",
-        state_of(gone).name: rf"{size}  {re.escape(str(gone))}  \(gone: no site there now, or "
-        r"another\)",
+        state_of(gone).name: rf"{size}  {re.escape(str(gone))}  \(gone: no site there now\)",
         earlier.name: rf"{size}  {re.escape(str(earlier))}  \(made by an earlier reportgen: its "
         r"site is not recorded\)",
     }
@@ -166,4 +165,4 @@ def test_a_site_path_a_terminal_would_act_on_is_listed_quoted(capsys):
     assert run_cli("sites") == 0
     listed = capsys.readouterr().out
     assert "\x1b" not in listed and listed.count("\n") == 3
-    assert "  '/nowhere/\\x1b[2Jsite\\nx'  (gone: no site there now, or another)\n" in listed
+    assert "  '/nowhere/\\x1b[2Jsite\\nx'  (gone: no site there now)\n" in listed
