@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "--prune",
         action="store_true",
         help="remove the state of the sites that are no longer where they were built "
-        "(deleted, or moved and not built since)",
+        "(deleted, moved and not built since, or never built to the end)",
     )
     for command in (build, sites):
         command.add_argument(

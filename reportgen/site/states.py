@@ -123,9 +123,10 @@ def site_states() -> list[SiteState]:
 
 
 def prune(states: list[SiteState]) -> tuple[list[SiteState], list[SiteState]]:
-    """Remove the state folders of ``states`` whose site is gone (deleted, or moved and not built
-    since); leave those of sites still there and those made before reportgen said which site they
-    are for. Return those removed, and those left because a build was using them."""
+    """Remove the state folders of ``states`` whose site is gone (deleted, moved and not built
+    since, or never built to the end); leave those of sites still there and those made before
+    reportgen said which site they are for. Return those removed, and those left because a build
+    was using them."""
     removed, busy = [], []
     for gone in (s for s in states if s.site is not None and not s.present):
         if not gone.folder.is_dir():  # removed meanwhile
