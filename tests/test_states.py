@@ -63,6 +63,20 @@ def test_a_moved_site_is_known_by_its_files_among_the_states_of_sites_gone(tmp_p
     assert deleted_state.is_dir()  # still there for `reportgen sites --prune`
 
 
+def test_a_moved_site_leaves_its_state_where_a_build_is_using_it(tmp_path, weights_file, said):
+    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    os.rename(out, moved)
+    with OutputFolder(out).lock():  # a build into the old place holds it
+        said.clear()
+        again = run_build(src, moved, str(weights_file))
+    assert again.computed == 2 and state_of(out).is_dir() and state_of(moved).is_dir()
+    assert f"not taking the site's state along from {state_of(out)}: a build is using it" in (
+        said.text
+    )
+
+
 def test_a_copy_gets_a_state_of_its_own_and_the_original_keeps_its(tmp_path, weights_file, said):
     src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
     make_photos(src, 2)
