@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from reportgen import api
+from reportgen.site import states
 from reportgen.site.output import MANIFEST, OutputFolder
 from reportgen.site.states import SITE_FILE, sites_home
 
@@ -75,6 +76,26 @@ def test_a_moved_site_leaves_its_state_where_a_build_is_using_it(tmp_path, weigh
     assert f"not taking the site's state along from {state_of(out)}: a build is using it" in (
         said.text
     )
+
+
+def test_a_move_cut_short_before_its_state_is_renamed_is_finished_and_never_pruned(
+    tmp_path, weights_file, monkeypatch
+):
+    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    os.rename(out, moved)
+
+    def killed(old, new):
+        raise KeyboardInterrupt  # as a kill between naming the new place and the rename
+
+    monkeypatch.setattr(states.os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(src, moved, str(weights_file))
+    monkeypatch.undo()
+    assert api.prune_sites() == ([], []) and state_of(out).is_dir()  # it names a site there
+    assert run_build(src, moved, str(weights_file)).computed == 0
+    assert not state_of(out).exists()
 
 
 def test_a_copy_gets_a_state_of_its_own_and_the_original_keeps_its(tmp_path, weights_file, said):

@@ -99,7 +99,8 @@ class OutputFolder:
         (and the default cache) along from where the site was, so that nothing is computed again."""
         was = states.follow(self.root, self.state, holds=self._holds_site_of)
         if was is not None:
-            log.info("the site was moved here from %s: its cache and state came along", was)
+            whence = "" if was == self.root.resolve() else f" from {was}"  # a move cut short
+            log.info("the site was moved here%s: its cache and state came along", whence)
 
     def _holds_site_of(self, state: Path) -> bool:
         """Whether this folder holds the site whose state is ``state``: every file its last build

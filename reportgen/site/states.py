@@ -76,8 +76,7 @@ def claim(state: Path, root: Path) -> None:
     new state, or one taken along from where the site was)."""
     where = str(root.resolve())
     if _site_of(state) != where:
-        data = json.dumps({"path": where}, ensure_ascii=False) + "\n"
-        write_atomic(state / SITE_FILE, data.encode("utf-8"))
+        _record(state, where)
 
 
 def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> Path | None:
@@ -87,28 +86,44 @@ def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> Path | 
     ``state``. Return where the site was, when one was found."""
     if state.exists() or not (root / MARKER).is_file():
         return None
+    where = str(root.resolve())
     for old in _states():
         was = _site_of(old)
-        if was is None or (Path(was) / MARKER).is_file() or not holds(old):
-            continue  # a state of an earlier version's, a site still there, or another site
-        if _take(old, state):
+        if was is None:
+            continue  # a state of an earlier version's: where its site was is not known
+        # A state that already names this folder is one a move began and a kill cut short.
+        if was != where and ((Path(was) / MARKER).is_file() or not holds(old)):
+            continue  # a site still there, or another site
+        if _take(old, state, was=was, where=where):
             return Path(was)
     return None
 
 
-def _take(old: Path, state: Path) -> bool:
-    """Rename the state folder ``old`` to ``state`` unless a build is using it; whether it did."""
+def _take(old: Path, state: Path, *, was: str, where: str) -> bool:
+    """Rename the state folder ``old`` (of the site that was in ``was``) to ``state`` (of the site
+    in ``where``) unless a build is using it; whether it did."""
     with _locked(old) as held:
         if not held:
             log.info("not taking the site's state along from %s: a build is using it", old)
             return False
+        # Named first, so that a state cut off between the two steps is never taken for one of a
+        # site gone (and pruned): it names a site that is there, and the next build takes it.
+        _record(old, where)
         try:
             os.rename(old, state)
-        except OSError as exc:  # another build into this folder took it first
+        except OSError as exc:  # another build into this folder made a state of its own first
             if exc.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
                 raise
+            if old.is_dir():
+                _record(old, was)
             return False
     return True
+
+
+def _record(state: Path, where: str) -> None:
+    """Write in ``state`` that its site is in the folder ``where``."""
+    data = json.dumps({"path": where}, ensure_ascii=False) + "\n"
+    write_atomic(state / SITE_FILE, data.encode("utf-8"))
 
 
 def site_states() -> list[SiteState]:
