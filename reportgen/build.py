@@ -37,6 +37,7 @@ from .site import naming, paging
 from .site.folder import FolderSummary, ground_truth, kernel_views, summarize_folder
 from .site.output import OutputFolder, Staging
 from .site.pages import SiteContent, write_site
+from .site.states import CACHE_DIR
 from .stat_index import StatIndex
 from .weights import WeightsSpec, resolve_weights
 
@@ -134,7 +135,7 @@ def build(config: Config, *, progress: bool = False) -> BuildResult:
                 log.warning("%s (%s)", warning, weights.path)
             kinds = ("input", *config.layers)
             cache = ResultCache(
-                config.cache or out.state / "cache", fingerprint(weights, config), kinds
+                config.cache or out.state / CACHE_DIR, fingerprint(weights, config), kinds
             )
             described = None if config.full else cache.load_model()
             weights = dataclasses.replace(

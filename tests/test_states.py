@@ -14,7 +14,7 @@ import pytest
 from reportgen import api
 from reportgen.site import states
 from reportgen.site.output import MANIFEST, OutputFolder
-from reportgen.site.states import SITE_FILE, sites_home
+from reportgen.site.states import CACHE_DIR, SITE_FILE, sites_home
 
 from .conftest import run_cli, state_of
 from .test_incremental import make_photos, run_build, site_files
@@ -98,23 +98,72 @@ def test_a_move_cut_short_before_its_state_is_renamed_is_finished_and_never_prun
     assert not state_of(out).exists()
 
 
-def test_a_copy_gets_a_state_of_its_own_and_the_original_keeps_its(tmp_path, weights_file, said):
+def test_a_copy_starts_from_a_copy_of_the_originals_state(tmp_path, weights_file, said):
+    """``cp -a site copy``: the copy's first build computes nothing and writes nothing; the two
+    states share the cache's files, and each goes its own way after."""
     src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
-    make_photos(src, 2)
+    make_photos(src, 3)
     run_build(src, out, str(weights_file))
-    shutil.copytree(out, copy)  # sizes and mtimes too
+    shutil.copytree(out, copy)  # sizes and mtimes too, as cp -a
     said.clear()
     built = run_build(src, copy, str(weights_file))
-    assert built.computed == 2  # a cache of its own
-    assert f"no record of the last build into {copy} (a copy, or its" in said.text
-    assert site_files(copy) == site_files(out)
-    said.clear()
-    original = run_build(src, out, str(weights_file))
-    assert (original.computed, original.reused) == (0, 2)
+    assert (built.computed, built.reused) == (0, 3)
+    assert f"the site is a copy of the one in {out.resolve()}" in said.text
     assert "no record of the last build" not in said.text
+    assert site_files(copy) == site_files(out)
+    entry = next((state_of(out) / CACHE_DIR / "results").rglob("*.json"))
+    twin = state_of(copy) / entry.relative_to(state_of(out))
+    assert os.path.samefile(entry, twin)  # shared, not copied
     assert [(s.site, s.present) for s in api.sites()] == sorted(
         [(copy.resolve(), True), (out.resolve(), True)], key=lambda s: state_of(s[0]).name
     )
+
+    # The original's cache drops a photo that leaves its folder; the copy's keeps it.
+    (src / "photo-002.jpg").rename(tmp_path / "aside.jpg")
+    assert run_build(src, out, str(weights_file)).reused == 2
+    (tmp_path / "aside.jpg").rename(src / "photo-002.jpg")
+    assert (
+        run_build(src, copy, str(weights_file)).computed,
+        run_build(src, out, str(weights_file)).computed,
+    ) == (0, 1)
+
+
+def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
+    tmp_path, weights_file, monkeypatch
+):
+    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    shutil.copytree(out, copy)
+
+    def interrupted(old, new):
+        raise KeyboardInterrupt  # Ctrl-C once the copy is made aside
+
+    monkeypatch.setattr(states.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(src, copy, str(weights_file))
+    monkeypatch.undo()
+    assert not state_of(copy).exists() and not list(sites_home().glob(".*"))
+    assert run_build(src, copy, str(weights_file)).computed == 0
+    (sites_home() / ".partial-1-copy-0123456789abcdef" / "cache").mkdir(parents=True)  # a kill's
+    api.prune_sites()
+    assert not list(sites_home().glob(".*"))
+
+
+def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_file, said):
+    """A copy that did not keep the files' times (``cp -r``) is not known for one: it computes
+    every photo again, and the original's state is left as it was."""
+    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
+    make_photos(src, 2)
+    run_build(src, out, str(weights_file))
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)
+    said.clear()
+    assert run_build(src, copy, str(weights_file)).computed == 2
+    assert f"no record of the last build into {copy} (a copy, or its" in said.text
+    assert site_files(copy) == site_files(out)
+    said.clear()
+    assert run_build(src, out, str(weights_file)).computed == 0
+    assert "no record of the last build" not in said.text
 
 
 def test_a_state_that_did_not_say_its_site_says_it_at_the_next_build(tmp_path, weights_file):

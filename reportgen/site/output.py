@@ -94,11 +94,16 @@ class OutputFolder:
                 "choose another --out, empty it, or pass --force to add the site beside its files"
             )
 
-    def _follow_move(self) -> None:
-        """When this folder is a site that was moved or renamed here, take reportgen's state for it
-        (and the default cache) along from where the site was, so that nothing is computed again."""
-        was = states.follow(self.root, self.state, holds=self._holds_site_of)
-        if was is not None:
+    def _carry_state(self) -> None:
+        """When this folder is a site that was moved or copied here, give it reportgen's state for
+        the site it was (and the default cache), so that nothing is computed again."""
+        followed = states.follow(self.root, self.state, holds=self._holds_site_of)
+        if followed is None:
+            return
+        how, was = followed
+        if how == "copied":
+            log.info("the site is a copy of the one in %s: it starts from a copy of its state", was)
+        else:
             whence = "" if was == self.root.resolve() else f" from {was}"  # a move cut short
             log.info("the site was moved here%s: its cache and state came along", whence)
 
@@ -125,9 +130,9 @@ class OutputFolder:
         """Site-relative paths reportgen wrote last time (empty for a new folder), each with what
         it was then: sha256, size, mtime and input key (empty and -1 where not known).
 
-        A site whose manifest is not found (a copy of a site, or one whose state was removed; a
-        moved site takes its state along: :meth:`_follow_move`) but whose marker is there may
-        replace the files it holds, but deletes none."""
+        A site whose manifest is not found (its state was removed, or it is a copy whose files
+        are not all as the original's state says: see :meth:`_carry_state`) but whose marker is
+        there may replace the files it holds, but deletes none."""
         files = self._manifest_files()
         if files is None and self.marker.is_file():
             log.warning(
@@ -187,12 +192,13 @@ class OutputFolder:
 
         An OS file lock (``flock``) on ``lock`` in the folder's state, so the kernel releases it
         when a build dies, however it dies. The file keeps the holder's process id, for the message.
-        A site moved here takes its state along first (:meth:`_follow_move`): the lock is in it.
+        A site moved or copied here is given its state first (:meth:`_carry_state`): the lock is in
+        it.
 
         Raises:
             BuildError: another build holds the lock (unless ``wait``: then wait for it).
         """
-        self._follow_move()
+        self._carry_state()
         self.state.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
