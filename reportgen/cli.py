@@ -158,7 +158,7 @@ def _sites(args: argparse.Namespace) -> int:
     if args.prune:
         removed, busy = prune_sites()
         for state in removed:
-            print(f"removed the state of {_shown(state.site)} ({_size(state.size)})")
+            print(f"removed the state of {_shown(state.site)} (freed {_size(state.own)})")
         for state in busy:
             print(f"kept the state of {_shown(state.site)}: a build is using it")
     found = sites()
@@ -168,13 +168,12 @@ def _sites(args: argparse.Namespace) -> int:
         return 0
     for state in found:
         print(f"{_size(state.size):>9}  {_where(state)}")
-    total = _size(sum(s.size for s in found))
-    print(f"{_sites_count(found)}, {total} of state, in {home}")
+    print(f"{PROG} keeps the state of {_sites_count(found)} in {home}")
     gone = [s for s in found if s.site is not None and not s.present]
     if gone and not args.prune:
-        freed = _size(sum(s.size for s in gone))
+        freed = _size(sum(s.own for s in gone))
         count = _sites_count(gone)
-        print(f"'{PROG} sites --prune' removes the state of the {count} gone ({freed})")
+        print(f"'{PROG} sites --prune' removes the state of the {count} gone: frees {freed}")
     return 0
 
 
@@ -187,7 +186,7 @@ def _where(state: SiteState) -> str:
     if state.site is None:
         return f"{_shown(state.folder)}  (made by an earlier reportgen: its site is not recorded)"
     if not state.present:
-        return f"{_shown(state.site)}  (gone: no site there now)"
+        return f"{_shown(state.site)}  (gone: no site there now; pruning frees {_size(state.own)})"
     return _shown(state.site)
 
 

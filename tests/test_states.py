@@ -193,31 +193,33 @@ def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
     capsys.readouterr()
 
     assert run_cli("sites") == 0
-    size = r" *[0-9.]+ (?:bytes|kB|MB)"
+    size = r" *([0-9.]+ (?:bytes|kB|MB))"
     lines = capsys.readouterr().out.splitlines()
     expected = {
         state_of(kept).name: rf"{size}  {re.escape(str(kept))}",
-        state_of(gone).name: rf"{size}  {re.escape(str(gone))}  \(gone: no site there now\)",
+        state_of(gone).name: rf"{size}  {re.escape(str(gone))}  \(gone: no site there now; "
+        rf"pruning frees {size.strip()}\)",
         earlier.name: rf"{size}  {re.escape(str(earlier))}  \(made by an earlier reportgen: its "
         r"site is not recorded\)",
     }
     assert len(lines) == 5
     for line, name in zip(lines[:3], sorted(expected), strict=True):
         assert re.fullmatch(expected[name], line), line
-    assert re.fullmatch(
-        rf"3 sites, [0-9.]+ (kB|MB) of state, in {re.escape(str(sites_home()))}", lines[3]
-    )
-    assert re.fullmatch(
-        r"'reportgen sites --prune' removes the state of the 1 site gone \(.*\)", lines[4]
+    (gone_line,) = (line for line in lines if str(gone) in line)
+    total, freed = re.fullmatch(expected[state_of(gone).name], gone_line).groups()
+    assert freed == total  # its site, which shared its pictures by hard links, is deleted
+    by_site = {s.site: s for s in api.sites()}
+    assert 0 < by_site[kept.resolve()].own < by_site[kept.resolve()].size  # pictures shared
+    assert lines[3] == f"reportgen keeps the state of 3 sites in {sites_home()}"
+    assert (
+        lines[4] == f"'reportgen sites --prune' removes the state of the 1 site gone: frees {freed}"
     )
 
     gone_state = state_of(gone)
     assert run_cli("sites", "--prune") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert re.fullmatch(
-        rf"removed the state of {re.escape(str(gone))} \({size.strip()}\)", lines[0]
-    )
-    assert len(lines) == 4 and lines[3].startswith("2 sites, ")
+    assert lines[0] == f"removed the state of {gone} (freed {freed})"
+    assert len(lines) == 4 and lines[3] == f"reportgen keeps the state of 2 sites in {sites_home()}"
     assert not gone_state.exists() and earlier.is_dir()
     assert not list(sites_home().glob(".*"))
     assert run_build(src, kept, str(weights_file)).computed == 0
@@ -249,4 +251,4 @@ def test_a_site_path_a_terminal_would_act_on_is_listed_quoted(capsys):
     assert run_cli("sites") == 0
     listed = capsys.readouterr().out
     assert "\x1b" not in listed and listed.count("\n") == 3
-    assert "  '/nowhere/\\x1b[2Jsite\\nx'  (gone: no site there now)\n" in listed
+    assert "  '/nowhere/\\x1b[2Jsite\\nx'  (gone: no site there now; pruning frees" in listed

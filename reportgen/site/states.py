@@ -70,6 +70,9 @@ class SiteState:
     say (until the site is built again)."""
     size: int
     """Bytes in the state folder, the default cache included."""
+    own: int
+    """Of those, the bytes no other folder shares (by hard links: a site's pictures, or the cache
+    of a copy's state): what removing the state frees."""
     present: bool
     """Whether a reportgen site is still there (its marker)."""
 
@@ -174,7 +177,7 @@ def site_states() -> list[SiteState]:
         path = _site_of(folder)
         site = Path(path) if path else None
         present = site is not None and (site / MARKER).is_file()
-        found.append(SiteState(folder, site, _size(folder), present))
+        found.append(SiteState(folder, site, *_sizes(folder), present))
     return found
 
 
@@ -235,16 +238,16 @@ def _site_of(state: Path) -> str | None:
     return path if isinstance(path, str) and path else None
 
 
-def _size(folder: Path) -> int:
-    """Bytes in the files under ``folder`` (a file linked twice counted once)."""
-    total, seen = 0, set()
-    for here, _, files in os.walk(folder):
-        for name in files:
+def _sizes(folder: Path) -> tuple[int, int]:
+    """Bytes in the files under ``folder`` (a file linked twice counted once), and in those whose
+    every link is under it."""
+    files: dict[tuple[int, int], list[int]] = {}  # size, links, links seen here
+    for here, _, names in os.walk(folder):
+        for name in names:
             try:
                 st = os.lstat(os.path.join(here, name))
             except OSError:
                 continue  # removed meanwhile
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+            files.setdefault((st.st_dev, st.st_ino), [st.st_size, st.st_nlink, 0])[2] += 1
+    total = sum(size for size, _, _ in files.values())
+    return total, sum(size for size, links, seen in files.values() if seen >= links)
