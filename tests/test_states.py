@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -145,9 +146,13 @@ def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
     monkeypatch.undo()
     assert not state_of(copy).exists() and not list(sites_home().glob(".*"))
     assert run_build(src, copy, str(weights_file)).computed == 0
-    (sites_home() / ".partial-1-copy-0123456789abcdef" / "cache").mkdir(parents=True)  # a kill's
+    no_process = int(Path("/proc/sys/kernel/pid_max").read_text())  # pids stay below it
+    killed = sites_home() / f".partial-{no_process}-copy-0123"  # a kill's
+    being_made = sites_home() / f".partial-{os.getppid()}-other-4567"  # a running process's
+    for partial in (killed, being_made):
+        (partial / "cache").mkdir(parents=True)
     api.prune_sites()
-    assert not list(sites_home().glob(".*"))
+    assert [p.name for p in sites_home().glob(".*")] == [being_made.name]
 
 
 def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_file, said):

@@ -201,8 +201,23 @@ def prune(states: list[SiteState]) -> tuple[list[SiteState], list[SiteState]]:
         shutil.rmtree(doomed)
         removed.append(gone)
     for leftover in sites_home().glob(_PARTIAL + "*"):  # cut short: by a kill, say
-        shutil.rmtree(leftover, ignore_errors=True)
+        maker = leftover.name[len(_PARTIAL) :].split("-", 1)[0]
+        if not (maker.isdigit() and _running(int(maker))):  # not a copy being made now
+            shutil.rmtree(leftover, ignore_errors=True)
     return removed, busy
+
+
+def _running(pid: int) -> bool:
+    """Whether the process ``pid`` is running (this one is not counted)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -221,7 +236,7 @@ def _locked(state: Path) -> Iterator[bool]:
 
 
 def _states() -> list[Path]:
-    """The state folders, by name (not those being removed)."""
+    """The state folders, by name (not those being made or removed)."""
     try:
         return sorted(p for p in sites_home().iterdir() if p.is_dir() and p.name[0] != ".")
     except FileNotFoundError:
