@@ -29,13 +29,32 @@ def said(caplog, monkeypatch):
     return caplog
 
 
+def built(tmp_path, weights_file, photos: int) -> tuple[Path, Path]:
+    """A folder of ``photos`` photos and the site built from it: ``(src, out)``."""
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, photos)
+    run_build(src, out, str(weights_file))
+    return src, out
+
+
+def stopped_at_the_rename(src, out, weights_file, monkeypatch) -> None:
+    """A build into ``out`` interrupted when it renames its state into place."""
+
+    def interrupted(old, new):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(states.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(src, out, str(weights_file))
+    monkeypatch.undo()
+
+
 def test_a_moved_site_takes_its_state_and_cache_along(tmp_path, weights_file, said):
     """Renaming the site (``site`` to ``docs``, for GitHub Pages) costs no model run and no
     rewrite: the state folder, named from the old path, is renamed to the new path's. The site is
     known by its files, as its last build left them."""
-    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
-    make_photos(src, 4)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 4)
+    moved = tmp_path / "docs"
     before, old_state = site_files(out), state_of(out)
     os.rename(out, moved)
     said.clear()
@@ -66,9 +85,8 @@ def test_a_moved_site_is_known_by_its_files_among_the_states_of_sites_gone(tmp_p
 
 
 def test_a_moved_site_leaves_its_state_where_a_build_is_using_it(tmp_path, weights_file, said):
-    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
-    make_photos(src, 2)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 2)
+    moved = tmp_path / "docs"
     os.rename(out, moved)
     with OutputFolder(out).lock():  # a build into the old place holds it
         said.clear()
@@ -82,18 +100,10 @@ def test_a_moved_site_leaves_its_state_where_a_build_is_using_it(tmp_path, weigh
 def test_a_move_cut_short_before_its_state_is_renamed_is_finished_and_never_pruned(
     tmp_path, weights_file, monkeypatch
 ):
-    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "docs"
-    make_photos(src, 2)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 2)
+    moved = tmp_path / "docs"
     os.rename(out, moved)
-
-    def killed(old, new):
-        raise KeyboardInterrupt  # as a kill between naming the new place and the rename
-
-    monkeypatch.setattr(states.os, "rename", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_build(src, moved, str(weights_file))
-    monkeypatch.undo()
+    stopped_at_the_rename(src, moved, weights_file, monkeypatch)  # as a kill would be there
     assert api.prune_sites() == ([], []) and state_of(out).is_dir()  # it names a site there
     assert run_build(src, moved, str(weights_file)).computed == 0
     assert not state_of(out).exists()
@@ -102,13 +112,12 @@ def test_a_move_cut_short_before_its_state_is_renamed_is_finished_and_never_prun
 def test_a_copy_starts_from_a_copy_of_the_originals_state(tmp_path, weights_file, said):
     """``cp -a site copy``: the copy's first build computes nothing and writes nothing; the two
     states share the cache's files, and each goes its own way after."""
-    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
-    make_photos(src, 3)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 3)
+    copy = tmp_path / "copy"
     shutil.copytree(out, copy)  # sizes and mtimes too, as cp -a
     said.clear()
-    built = run_build(src, copy, str(weights_file))
-    assert (built.computed, built.reused) == (0, 3)
+    first = run_build(src, copy, str(weights_file))
+    assert (first.computed, first.reused) == (0, 3)
     assert f"the site is a copy of the one in {out.resolve()}" in said.text
     assert "no record of the last build" not in said.text
     assert site_files(copy) == site_files(out)
@@ -132,18 +141,10 @@ def test_a_copy_starts_from_a_copy_of_the_originals_state(tmp_path, weights_file
 def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
     tmp_path, weights_file, monkeypatch
 ):
-    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
-    make_photos(src, 2)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 2)
+    copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-
-    def interrupted(old, new):
-        raise KeyboardInterrupt  # Ctrl-C once the copy is made aside
-
-    monkeypatch.setattr(states.os, "rename", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_build(src, copy, str(weights_file))
-    monkeypatch.undo()
+    stopped_at_the_rename(src, copy, weights_file, monkeypatch)  # Ctrl-C once the copy is made
     assert not state_of(copy).exists() and not list(sites_home().glob(".*"))
     assert run_build(src, copy, str(weights_file)).computed == 0
     no_process = int(Path("/proc/sys/kernel/pid_max").read_text())  # pids stay below it
@@ -158,9 +159,8 @@ def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
 def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_file, said):
     """A copy that did not keep the files' times (``cp -r``) is not known for one: it computes
     every photo again, and the original's state is left as it was."""
-    src, out, copy = tmp_path / "in", tmp_path / "site", tmp_path / "copy"
-    make_photos(src, 2)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 2)
+    copy = tmp_path / "copy"
     shutil.copytree(out, copy, copy_function=shutil.copyfile)
     said.clear()
     assert run_build(src, copy, str(weights_file)).computed == 2
@@ -172,9 +172,8 @@ def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_fi
 
 
 def test_a_state_that_did_not_say_its_site_says_it_at_the_next_build(tmp_path, weights_file):
-    src, out, moved = tmp_path / "in", tmp_path / "site", tmp_path / "moved"
-    make_photos(src, 2)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 2)
+    moved = tmp_path / "moved"
     (state_of(out) / SITE_FILE).unlink()  # as reportgen before this file left it
     os.rename(out, moved)  # nothing says where the site was: a recompute
     assert run_build(src, moved, str(weights_file)).computed == 2
@@ -231,9 +230,7 @@ def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
 
 
 def test_prune_leaves_the_state_a_build_is_using(tmp_path, weights_file):
-    src, out = tmp_path / "in", tmp_path / "site"
-    make_photos(src, 1)
-    run_build(src, out, str(weights_file))
+    src, out = built(tmp_path, weights_file, 1)
     shutil.rmtree(out)
     with OutputFolder(out).lock():  # a build into it has begun
         removed, busy = api.prune_sites()
