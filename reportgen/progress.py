@@ -23,16 +23,18 @@ def bar(
     unit: str = "photo",
     iterable: Iterable[Any] | None = None,
     counted: bool = True,
+    at_once: bool = False,
 ) -> tqdm:
     """A bar for a stage (``progress`` False: one that shows nothing); one not ``counted`` shows
     its share done and the time, not its count, which means nothing to a user (passes over the
-    photos, say)."""
+    photos, say). It appears after :data:`SHOWN_AFTER`, or ``at_once`` (the model's run and the
+    pages, which every build shows)."""
     return tqdm(
         iterable,
         total=total,
         desc=desc,
         unit=unit,
         disable=not progress,
-        delay=SHOWN_AFTER,
+        delay=0 if at_once else SHOWN_AFTER,
         bar_format=None if counted else UNCOUNTED,
     )

@@ -35,13 +35,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..cache import ResultCache, entry_fields, from_entry
 from ..config import Config
 from ..decoding import preprocess
 from ..errors import BuildError
 from ..layout import layer_grids
+from ..progress import bar
 from ..records import ModelEntry, Source
 from ..weights import WeightsSpec
 from .model import LoadedModel, load_model, model_from_state, preprocessing
@@ -168,16 +168,16 @@ def _fill_cache(
     paths = {keys[s.rel]: s.path for s in todo}
     unread: dict[str, str] = {}
     storing = 0.0
-    bar = tqdm(total=len(todo), desc="inference (ray)", unit="photo", disable=not progress)
+    shown = bar("inference (ray)", progress=progress, total=len(todo), at_once=True)
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             started = time.perf_counter()
             for row in _rows(batch, cache.kinds):
                 _keep(row, cache, paths, unread)
             storing += time.perf_counter() - started
-            bar.update(len(batch["key"]))
+            shown.update(len(batch["key"]))
     finally:
-        bar.close()
+        shown.close()
     return ("cuda" if gpus else "cpu"), unread, storing
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import forked
 from ..cache import HEAT_MAP_PREFIX, ResultCache
@@ -36,6 +35,7 @@ from ..errors import BuildError
 from ..files import write_atomic
 from ..heap import collector_paused, hand_back
 from ..layout import layer_grids
+from ..progress import bar
 from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source, floats
 from ..weights import WeightsSpec
 from . import pictures
@@ -264,7 +264,7 @@ def _fill_cache(
     Returns why photos that could not be read as they were found were left out, by key.
     """
     unread: dict[str, str] = {}
-    bar = tqdm(total=len(keys), desc="inference", unit="photo", disable=not progress)
+    shown = bar("inference", progress=progress, total=len(keys), at_once=True)
     with WarmHeap() as memory:
         try:
             for output, failures in batches:
@@ -279,11 +279,11 @@ def _fill_cache(
                     encoder.submit(batch_keys, output, categories)
                     done += len(batch_keys)
                     del output  # a copy has it: not kept while the model runs the next batch
-                bar.update(done)
+                shown.update(done)
                 memory.check()
             encoder.wait()
         finally:
-            bar.close()
+            shown.close()
     return unread
 
 

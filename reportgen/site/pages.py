@@ -19,10 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import jinja2
 import markupsafe
-from tqdm import tqdm
 
 from .. import __version__, forked
 from ..layout import CONV_LAYERS, KERNEL_SCALE, kernel_grid, layer_grids
+from ..progress import bar
 from ..records import KernelView, ModelSummary, PhotoRecord, Skipped
 from ..similar import DUPLICATE_DISTANCE, Duplicate, Neighbours
 from . import naming, paging
@@ -159,8 +159,9 @@ def write_site(site: SiteContent, out: Output, *, progress: bool = False) -> Non
         _write_split(writer, out, progress=progress)
     else:
         writer.common_pages()
-        bar = tqdm(range(len(site.photos)), desc="pages", unit="page", disable=not progress)
-        for position in bar:
+        positions = range(len(site.photos))
+        shown = bar("pages", progress=progress, unit="page", iterable=positions, at_once=True)
+        for position in shown:
             writer.photo_page(position)
         writer.index_pages()
         writer.map_page()
@@ -194,18 +195,18 @@ def _write_split(writer: PageWriter, out: Shared, *, progress: bool) -> None:
     writer.identities, writer._conv1_map  # noqa: B018 (worked out once, for both processes)
     count = writer.index_count + len(writer.site.photos)
     blocks = forked.Blocks(count)
-    bar = tqdm(total=count, desc="pages", unit="page", disable=not progress)
+    shown = bar("pages", progress=progress, total=count, unit="page", at_once=True)
     try:
         with forked.Forked(lambda: _second_share(writer, out, blocks)) as helper:
             writer.common_pages()
             for job in blocks:
                 writer.page_job(job)
                 if job % blocks.size == 0:  # a block begun: how far both have got
-                    bar.update(min(blocks.taken(), count) - bar.n)
+                    shown.update(min(blocks.taken(), count) - shown.n)
             out.merge(helper.result())
-        bar.update(count - bar.n)
+        shown.update(count - shown.n)
     finally:
-        bar.close()
+        shown.close()
         blocks.close()
 
 
