@@ -32,7 +32,7 @@ from ..errors import BuildError, UsageError
 from ..files import write_atomic, write_changed, write_new
 from ..progress import bar
 from . import naming, states
-from .states import LOCK, MARKER, sites_home
+from .states import MARKER, sites_home
 
 log = logging.getLogger("reportgen")
 
@@ -110,9 +110,24 @@ class OutputFolder:
     def _holds_site_of(self, state: Path) -> bool:
         """Whether this folder holds the site whose state is ``state``: every file its last build
         wrote, as it left them (a move keeps sizes and mtimes)."""
-        if (state / SWAPPING).exists():
-            return False  # a swap was cut short: its files are not all as the manifest says
-        return _size_if_as_left(_read_files(state / MANIFEST), self.root) is not None
+        return self._bytes_as_left(state, _read_files(state / MANIFEST)) is not None
+
+    def _bytes_as_left(self, state: Path, files: object) -> int | None:
+        """The bytes of ``files`` (a manifest's, from ``state``) if each is in this folder as the
+        build that wrote it left it (size and mtime); None otherwise, when the manifest names no
+        file or sizes, or when a swap was cut short (its files are not all as it says)."""
+        if (state / SWAPPING).exists() or not isinstance(files, dict) or not files:
+            return None
+        where, total = os.fspath(self.root), 0
+        for rel, was in files.items():
+            try:
+                size, mtime = int(was[1]), int(was[2])
+            except (TypeError, ValueError, IndexError):
+                return None
+            if not _as_left(f"{where}/{rel}", size, mtime):
+                return None
+            total += size
+        return total
 
     def is_reportgen_site(self) -> bool:
         manifests = (self.state / MANIFEST, self.legacy / MANIFEST)
@@ -181,9 +196,9 @@ class OutputFolder:
     def intact(self) -> int | None:
         """The site's size in bytes if every file the last build wrote is still as it left it
         (size and mtime, as the manifest says) and the marker is there; None otherwise."""
-        if not self.marker.is_file() or (self.state / SWAPPING).exists():
-            return None  # not a site, or a swap was cut short
-        total = _size_if_as_left(self._manifest_files(), self.root)
+        if not self.marker.is_file():
+            return None
+        total = self._bytes_as_left(self.state, self._manifest_files())
         return None if total is None else total + self.marker.stat().st_size
 
     @contextlib.contextmanager
@@ -200,7 +215,7 @@ class OutputFolder:
         """
         self._carry_state()
         self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = states.open_lock(self.state)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -474,23 +489,6 @@ def _read_files(manifest: Path) -> object:
     except (OSError, ValueError):
         return None
     return data.get("files") if isinstance(data, dict) else None
-
-
-def _size_if_as_left(files: object, root: Path) -> int | None:
-    """The bytes of a manifest's ``files`` if each is in ``root`` as the build that wrote it left
-    it (size and mtime); None otherwise, or when the manifest names no file or sizes."""
-    if not isinstance(files, dict) or not files:
-        return None
-    where, total = os.fspath(root), 0
-    for rel, was in files.items():
-        try:
-            size, mtime = int(was[1]), int(was[2])
-        except (TypeError, ValueError, IndexError):
-            return None
-        if not _as_left(f"{where}/{rel}", size, mtime):
-            return None
-        total += size
-    return total
 
 
 def _as_left(path: str, size: int, mtime_ns: int) -> bool:

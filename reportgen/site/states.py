@@ -77,6 +77,11 @@ class SiteState:
     """Whether a reportgen site is still there (its marker)."""
 
 
+def open_lock(state: Path) -> int:
+    """A descriptor of ``state``'s build lock file, made if missing, for ``flock``."""
+    return os.open(state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
 def claim(state: Path, root: Path) -> None:
     """Say in ``state`` that it is the state of the site at ``root`` (written when that changed: a
     new state, or one taken along from where the site was)."""
@@ -100,12 +105,13 @@ def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> tuple[s
         was = _site_of(old)
         if was is None:
             continue  # a state of an earlier version's: where its site was is not known
-        # A state that already names this folder is one a move began and a kill cut short.
-        if was != where and not holds(old):
-            continue  # another site's
-        if was != where and (Path(was) / MARKER).is_file():
-            original = original or (old, Path(was))  # still there: this is a copy of it
-        elif _take(old, state, was=was, where=where):
+        if was != where:  # (one that names this folder already is a move a kill cut short)
+            if not holds(old):
+                continue  # another site's
+            if (Path(was) / MARKER).is_file():
+                original = original or (old, Path(was))  # still there: this is a copy of it
+                continue
+        if _take(old, state, was=was, where=where):
             return "moved", Path(was)
     if original is not None and _clone(original[0], state):
         return "copied", original[1]
@@ -223,7 +229,7 @@ def _running(pid: int) -> bool:
 @contextlib.contextmanager
 def _locked(state: Path) -> Iterator[bool]:
     """Hold ``state``'s build lock while the block runs, if no build holds it; yields whether."""
-    fd = os.open(state / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = open_lock(state)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
