@@ -57,12 +57,18 @@ def sites() -> list[SiteState]:
     return states.site_states()
 
 
-def prune_sites() -> tuple[list[SiteState], list[SiteState]]:
+def prune_sites(
+    found: list[SiteState] | None = None,
+) -> tuple[list[SiteState], list[SiteState]]:
     """Remove reportgen's state for the sites that are gone (deleted, or moved and not built
     since; a site moved and built again takes its state along instead). The state of a site
     still there, or of one made before reportgen recorded where its site is, is kept.
 
+    Args:
+        found: what :func:`sites` gave, if the caller has it (each is checked again before it
+            is removed); listed anew otherwise.
+
     Returns:
         The states removed, and those kept because a build was using them.
     """
-    return states.prune(states.site_states())
+    return states.prune(states.site_states() if found is None else found)

@@ -155,13 +155,14 @@ def _build(args: argparse.Namespace) -> int:
 
 def _sites(args: argparse.Namespace) -> int:
     """``reportgen sites [--prune]``: the sites' states, a line each, and what pruning frees."""
+    found = sites()
     if args.prune:
-        removed, busy = prune_sites()
+        removed, busy = prune_sites(found)
         for state in removed:
             print(f"removed the state of {_shown(state.site)} (freed {_size(state.own)})")
         for state in busy:
             print(f"kept the state of {_shown(state.site)}: a build is using it")
-    found = sites()
+        found = [s for s in found if s not in removed]
     home = _shown(sites_home())
     if not found:
         print(f"no site's state is kept (in {home})")
