@@ -103,6 +103,9 @@ def save(path: Path, copies: Mapping[str, Copy], added: Iterable[str], held: int
     """Keep ``copies`` (every photo's, by key) in the pack at ``path``, which holds ``held``
     copies now (0: none, or it was ignored): append those under ``added``, or write the pack anew
     with all of them when most of it would otherwise be copies of photos gone or replaced."""
+    if not copies:  # every photo was skipped: the build stops there, and keeps nothing
+        path.unlink(missing_ok=True)
+        return
     added = [key for key in dict.fromkeys(added) if key in copies]
     if held and held + len(added) <= 2 * len(copies):
         _append(path, added, copies)

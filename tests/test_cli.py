@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -102,6 +103,24 @@ def test_folder_without_images(tmp_path, capsys):
     (empty / "notes.txt").write_text("no photos here")
     assert run_cli("build", str(empty), "--out", str(tmp_path / "site"), "--weights", "random") == 1
     assert capsys.readouterr().err == f"reportgen: error: no images found in '{empty}'\n"
+
+
+def test_folder_of_only_unusable_images_says_why_each_was_skipped(tmp_path, capsys):
+    """Every image skipped, one found unreadable at once and one the model's run could not
+    decode: each named with its reason, then the folder's verdict, and no site."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bad.jpg").write_bytes(b"not a jpeg")
+    os.mkfifo(src / "pipe.jpg")
+    out = tmp_path / "site"
+    for _ in range(2):  # again: the bad photo's verdict now comes from the cache
+        assert run_cli("build", str(src), "--out", str(out), "--weights", "random") == 1
+        assert capsys.readouterr().err.splitlines() == [
+            "reportgen: skipped bad.jpg: not an image Pillow can read",
+            "reportgen: skipped pipe.jpg: not a photo: it is a named pipe (FIFO)",
+            f"reportgen: error: none of the image files in '{src}' could be read",
+        ]
+    assert not out.exists()
 
 
 def test_offline_without_cached_weights_says_where_the_file_goes(
