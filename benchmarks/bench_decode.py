@@ -7,7 +7,8 @@ orientation 6), for each DCT margin (the reduced short side over the 256 px the 
 the worst and mean difference of the model's 224x224 input from the full decode, in grey levels,
 the time to decode and crop one photo on one core, and the largest change of any top-5
 probability and of any logit between the two inputs (with the weights given: random by default,
-since this machine cannot download the pretrained ones).
+since this machine cannot download the pretrained ones). ``--heif``: the same photos saved as HEIF
+(what iPhones write), timed the same way, and their input against the JPEG's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,33 @@ def crops(paths: list[Path], reduce_to: int | None) -> tuple[np.ndarray, float]:
     return np.stack(out), 1000 * statistics.median(times)
 
 
+HEIF_QUALITY = 50
+"""pillow-heif's default; 12 MP HEIC files of about 1.5 MB, as an iPhone writes them."""
+
+
+def heif_copies(paths: list[Path], folder: Path) -> list[Path]:
+    """Each phone JPEG saved again as HEIF, turned the same way (as the file's rotation): what an
+    iPhone writes. Kept for the next run in the same folder."""
+    import pillow_heif
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        target = folder / f"{path.stem}.heic"
+        if not target.exists():
+            exif = Image.Exif()
+            with Image.open(path) as img:
+                exif[0x0112] = img.getexif().get(0x0112, 1)
+                # The pixels alone: pillow-heif misses the orientation in the JPEG's own EXIF.
+                pixels = Image.fromarray(np.asarray(img.convert("RGB")))
+            heif = pillow_heif.from_pillow(pixels)
+            heif.save(f"{target}.tmp", quality=HEIF_QUALITY, exif=exif.tobytes())
+            Path(f"{target}.tmp").replace(target)
+        out.append(target)
+    return out
+
+
 def outputs(pixels: np.ndarray, weights: str) -> tuple[np.ndarray, np.ndarray]:
     """Logits and softmax probabilities of the model for a stack of crops."""
     import torch
@@ -62,6 +90,9 @@ def main() -> None:
     parser.add_argument("--photo-size", default="4032x3024")
     parser.add_argument("--weights", default="random")
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/large"))
+    parser.add_argument(
+        "--heif", action="store_true", help="also time HEIF copies (needs reportgen[heif])"
+    )
     args = parser.parse_args()
     size = tuple(int(v) for v in args.photo_size.split("x"))
     paths = make_large_photos(args.workdir / f"phone-{args.photo_size}", args.images, size, 0)
@@ -85,6 +116,16 @@ def main() -> None:
         print(
             f"{margin:5.1f}x  {short:>18d}  {diff.max():10d}  {diff.mean():11.3f}  {fast_ms:8.1f}"
             f"  {dp.max():13.2e}  {np.abs(f_logits - logits).max():10.4f}"
+        )
+    if args.heif:
+        heif_paths = heif_copies(paths, args.workdir / f"phone-{args.photo_size}-heif")
+        mb = sum(p.stat().st_size for p in heif_paths) / len(heif_paths) / 2**20
+        heif_crops, heif_ms = crops(heif_paths, None)
+        diff = np.abs(heif_crops.astype(np.int16) - exact.astype(np.int16))
+        print(
+            f"HEIF copies (pillow-heif, quality {HEIF_QUALITY}), {mb:.1f} MB each:"
+            f" {heif_ms:6.1f} ms per photo; against the JPEG's exact input: max {diff.max()}"
+            f" levels, mean {diff.mean():.3f}"
         )
 
 
