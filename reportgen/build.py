@@ -186,7 +186,7 @@ def gather(
     photos, the files that cannot be read, the weights, the cache, and the model's description
     from it, if any). Raises InputError when the folder holds no photo that could be read."""
     sources, unreadable, weights, cache, _ = found
-    keys = {s.rel: cache.key(s.sha256) for s in sources}
+    keys = {s.rel: cache.key(s.sha256, s.rel) for s in sources}
     pack = out.state / RECORDS
     stored, stamps, held, todo, (model, device, unread) = _records(
         config, found, keys, pack, clock, meanwhile=out.read_ahead, progress=progress
@@ -474,7 +474,7 @@ def _unchanged(
         return None
     left_out = {item.source for item in last.skipped}
     photos = [s for s in sources if s.rel not in left_out]
-    keys = {s.rel: cache.key(s.sha256) for s in photos}
+    keys = {s.rel: cache.key(s.sha256, s.rel) for s in photos}
     if not photos or cache.stamps(keys[s.rel] for s in photos) != last.cache:
         return None
     out.discard_staging()  # what an interrupted build left; the site itself is whole

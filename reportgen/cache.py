@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__, serial
 from .classes import labels_digest
 from .config import Config
+from .decoding import heif
 from .files import write_atomic
 from .records import ModelEntry, PhotoRecord
 from .weights import WeightsSpec
@@ -93,9 +94,11 @@ class ResultCache:
         counted as the encoder's processes (each with a copy of this object) report them."""
         self._root = os.fspath(root)
 
-    def key(self, content_sha256: str) -> str:
-        """The key of a photo whose bytes hash to ``content_sha256``."""
-        return hashlib.sha256(f"{content_sha256}:{self.fingerprint}".encode()).hexdigest()
+    def key(self, content_sha256: str, name: str = "") -> str:
+        """The key of a photo whose bytes hash to ``content_sha256``; ``name``, its file name,
+        adds the decoder's version where Pillow's is not the one (:func:`heif.key_part`)."""
+        text = f"{content_sha256}:{self.fingerprint}{heif.key_part(name)}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # --- photos -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .decoding import heif
 from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
 from .progress import bar
 from .records import Skipped, Source
@@ -20,7 +21,8 @@ log = logging.getLogger("reportgen")
 _CHUNK = 1 << 20
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".avif"}
+    | heif.EXTENSIONS
 )
 
 
@@ -39,11 +41,12 @@ def discover(
     ``known(rel, stamp)`` gives the recorded sha256 of a file whose stamp has not changed since
     it was hashed (:class:`reportgen.stat_index.StatIndex`): such a file is not read at all.
 
-    Hidden files and folders are ignored, as are files without an image extension. Folder symlinks
-    are followed once (a loop cannot hang the walk). ``exclude`` (the output folder, when it lies
-    inside the input) is not searched, nor is any other reportgen site: its pictures are not
-    photos. ``progress``: a bar over the photos found, as each is hashed or found unchanged (a
-    first build of a large library reads every byte of it).
+    Hidden files and folders are ignored, as are files without an image extension. HEIF files
+    are skipped unread where the plugin that reads them is not installed (:mod:`.decoding.heif`).
+    Folder symlinks are followed once (a loop cannot hang the walk). ``exclude`` (the output
+    folder, when it lies inside the input) is not searched, nor is any other reportgen site: its
+    pictures are not photos. ``progress``: a bar over the photos found, as each is hashed or
+    found unchanged (a first build of a large library reads every byte of it).
 
     Returns:
         The photos found, and the files that could not even be read (with the reason).
@@ -52,6 +55,9 @@ def discover(
     skipped: list[Skipped] = []
     found = _image_files(input_dir.resolve(), exclude.resolve() if exclude is not None else None)
     for path, rel in bar("finding photos", progress=progress, iterable=found):
+        if heif.is_heif_name(rel) and heif.plugin() is None:
+            skipped.append(Skipped(rel, heif.MISSING))
+            continue
         try:
             stamp, digest = _identify(path, rel, known)
         except NotRegularFile as exc:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from reportgen.decoding.decode import UnreadableImage, open_rgb
+from reportgen.discover import discover
 
 
 def decoded_pixel(img: Image.Image, tmp_path, name: str, **save) -> tuple[int, int, int]:
@@ -87,3 +88,20 @@ def test_any_parser_error_is_a_one_line_reason(tmp_path, monkeypatch):
     monkeypatch.setattr("reportgen.decoding.decode.ImageOps.exif_transpose", broken)
     with pytest.raises(UnreadableImage, match=r"^corrupt image data \(KeyError: 274\)$"):
         open_rgb(path)
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow was built without AVIF")
+def test_avif_and_jfif_files_are_found_and_read(tmp_path):
+    """Named as images too: .avif (Pillow reads it, turned by its EXIF orientation as any other)
+    and .jfif (a JPEG, as Windows names web downloads)."""
+    wide = Image.new("RGB", (40, 20), (200, 30, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    wide.save(tmp_path / "a.avif", exif=exif.tobytes(), quality=90)
+    wide.save(tmp_path / "b.jfif", format="JPEG")
+    sources, skipped = discover(tmp_path)
+    assert [s.rel for s in sources] == ["a.avif", "b.jfif"] and skipped == []
+    turned = open_rgb(tmp_path / "a.avif")
+    assert (turned.width, turned.height) == (20, 40) == turned.image.size
+    assert turned.image.getpixel((10, 20)) == pytest.approx((200, 30, 40), abs=8)
+    assert open_rgb(tmp_path / "b.jfif").image.size == (40, 20)

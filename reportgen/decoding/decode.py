@@ -13,15 +13,21 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..files import read_regular
+from . import heif
 
 
 class UnreadableImage(Exception):
     """The file cannot be used as a photo; ``str()`` is the one-line reason."""
 
 
+class PluginMissing(UnreadableImage):
+    """The photo needs a Pillow plugin that is not installed: the user can add it, so the verdict
+    is not kept (the next build tries again)."""
+
+
 @dataclass
 class Decoded:
-    """A photo ready for the model: RGB, upright, first frame."""
+    """A photo ready for the model: RGB, upright, first frame (a HEIF file's primary image)."""
 
     image: Image.Image
     width: int
@@ -52,7 +58,8 @@ def open_rgb(
 
     EXIF orientation is applied; alpha is composited on white; 16- and 32-bit greys are scaled to
     8 bits rather than clipped; CMYK, palette, 1-bit and the rest go through Pillow's conversions.
-    Only the first frame of an animation or multipage file is used.
+    Only the first frame of an animation or multipage file is used (of a HEIF file, the image
+    it names as primary). HEIF needs the pillow-heif plugin (:mod:`.heif`).
 
     With ``reduce_to``, a JPEG is decoded at the smallest DCT scale that keeps its short side at
     least ``reduce_to`` pixels (libjpeg's scaled decoding: a fraction of the work), and left as it
@@ -62,6 +69,7 @@ def open_rgb(
 
     Raises:
         UnreadableImage: with a short reason (empty file, not an image, truncated, too large, ...).
+            :class:`PluginMissing` for a HEIF file without the plugin that reads it.
         OSError: the file cannot be read (:class:`~reportgen.files.NotRegularFile` for a pipe,
             socket or device, which is never opened for reading).
     """
@@ -75,7 +83,7 @@ def open_rgb(
             # (odd metadata it skipped) would reach the terminal from the workers unexplained.
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with _opened(data) as img:
                 return _decode(img, limit, allow_truncated, reduce_to)
     except UnreadableImage:
         raise
@@ -95,16 +103,34 @@ def open_rgb(
         ) from None
 
 
+def _opened(data: bytes) -> Image.Image:
+    """The photo's bytes opened by Pillow; a HEIF file through the plugin, registered only once
+    one is met (a folder without HEIF never imports it)."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if not heif.looks_like_heif(data):
+            raise
+    if heif.FORMAT not in Image.OPEN and heif.plugin() is None:
+        raise PluginMissing(heif.MISSING)
+    try:
+        return Image.open(io.BytesIO(data))  # with the plugin, if it was not there before
+    except UnidentifiedImageError:
+        raise UnreadableImage("truncated or corrupt HEIF data") from None
+
+
 def _decode(
     img: Image.Image, limit: int | None, allow_truncated: bool, reduce_to: int | None
 ) -> Decoded:
-    """The first frame of an opened image, upright and RGB (see :func:`open_rgb`)."""
+    """The first frame (or primary image) of an opened image, upright and RGB (see
+    :func:`open_rgb`)."""
     if limit is not None and img.width * img.height > limit:
         raise UnreadableImage(
             f"too large: {img.width}x{img.height} pixels is over the limit of {limit}"
         )
     frames = int(getattr(img, "n_frames", 1) or 1)
-    img.seek(0)
+    if img.format != heif.FORMAT:  # a HEIF file opens at its primary image, not always the first
+        img.seek(0)
     stored = img.size
     reduced = reduce_to is not None and img.format == "JPEG" and _reduce(img, reduce_to)
     _load(img, allow_truncated)
