@@ -26,7 +26,7 @@ from . import code_pack, folder_map, forked, freshness, record_pack, similar
 from .cache import ResultCache, Unusable, fingerprint
 from .classes import classes
 from .config import Config
-from .discover import discover
+from .discover import IMAGE_EXTENSIONS, discover, passed_over
 from .errors import BuildError, InputError, Interrupted, UsageError, os_error_message
 from .files import write_atomic
 from .heap import collector_paused, collector_resumed, hand_back, small_pages
@@ -563,9 +563,27 @@ def _find_photos(
         input_dir, exclude=config.out_dir, known=known, progress=progress
     )
     if not sources and not unreadable:
-        raise InputError(f"no images found in {str(input_dir)!r}")
+        raise InputError(_no_images(input_dir, config.out_dir))
     index.record(sources, hashed_at_ns=started)
     return sources, unreadable
+
+
+def _no_images(input_dir: Path, out_dir: Path) -> str:
+    """Why a folder gave no photo: what it holds instead, and the names that are read."""
+    said = f"no images found in {str(input_dir)!r}"
+    others = passed_over(input_dir, exclude=out_dir)
+    if not others:
+        return said
+    count = sum(others.values())
+    common = sorted(others.items(), key=lambda item: (-item[1], item[0]))[:3]
+    kinds = [f"{n} {ext or 'without an extension'}" for ext, n in common]
+    if len(others) > 3:
+        kinds.append("…")
+    files, none = ("1 file", "not") if count == 1 else (f"{count} files", "none")
+    return (
+        f"{said}: it holds {files} ({', '.join(kinds)}), {none} named as an image "
+        f"({' '.join(sorted(IMAGE_EXTENSIONS))}, any case)"
+    )
 
 
 def _placed(

@@ -6,7 +6,8 @@ import errno
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .decoding import heif
@@ -76,6 +77,33 @@ def _image_files(root: Path, excluded: Path | None) -> list[tuple[Path, str]]:
     """Each file under ``root`` named as an image, with its path relative to ``root`` (as
     :func:`discover` says which are searched), before any is opened."""
     found: list[tuple[Path, str]] = []
+    for here, prefix, filenames in _walk(root, excluded):
+        found.extend(
+            (here / name, prefix + name)
+            for name in filenames
+            if not name.startswith(".") and _suffix(name) in IMAGE_EXTENSIONS
+        )
+    return found
+
+
+def passed_over(input_dir: Path, exclude: Path | None = None) -> Counter[str]:
+    """The files :func:`discover` passes over for their names alone (not hidden, and not named as
+    images), counted by extension (lower-cased; "" for none): what a folder without photos
+    holds instead."""
+    root = input_dir.resolve()
+    counts: Counter[str] = Counter()
+    for _, _, filenames in _walk(root, exclude.resolve() if exclude is not None else None):
+        counts.update(
+            _suffix(name)
+            for name in filenames
+            if not name.startswith(".") and _suffix(name) not in IMAGE_EXTENSIONS
+        )
+    return counts
+
+
+def _walk(root: Path, excluded: Path | None) -> Iterator[tuple[Path, str, list[str]]]:
+    """Each folder searched under ``root`` (as :func:`discover` says), its path relative to
+    ``root`` as a prefix ("" or ending in "/"), and its files' names, sorted."""
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
@@ -95,12 +123,7 @@ def _image_files(root: Path, excluded: Path | None) -> list[tuple[Path, str]]:
             and (excluded is None or (here / d).resolve() != excluded)
             and not _is_site(here / d)
         )
-        found.extend(
-            (here / name, prefix + name)
-            for name in sorted(filenames)
-            if not name.startswith(".") and _suffix(name) in IMAGE_EXTENSIONS
-        )
-    return found
+        yield here, prefix, sorted(filenames)
 
 
 def _suffix(name: str) -> str:

@@ -97,12 +97,31 @@ def test_missing_input_folder(tmp_path, capsys):
     assert capsys.readouterr().err == f"reportgen: error: input folder '{missing}' does not exist\n"
 
 
-def test_folder_without_images(tmp_path, capsys):
+def test_folder_without_images_says_what_it_holds_instead(tmp_path, capsys):
     empty = tmp_path / "in"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("no photos here")
-    assert run_cli("build", str(empty), "--out", str(tmp_path / "site"), "--weights", "random") == 1
+    (empty / "raw" / ".thumbs").mkdir(parents=True)
+    (empty / ".DS_Store").write_bytes(b"")  # hidden: not counted
+    (empty / "raw" / ".thumbs" / "t.txt").write_bytes(b"")
+    build = ("build", str(empty), "--out", str(tmp_path / "site"), "--weights", "random")
+    assert run_cli(*build) == 1
     assert capsys.readouterr().err == f"reportgen: error: no images found in '{empty}'\n"
+
+    for name in (
+        "notes.txt",
+        "IMG_1.MOV",
+        "IMG_2.mov",
+        "raw/IMG_3.CR2",
+        "raw/IMG_4.cr2",
+        "a",
+        "b.x",
+    ):
+        (empty / name).write_bytes(b"")
+    assert run_cli(*build) == 1
+    assert capsys.readouterr().err == (
+        f"reportgen: error: no images found in '{empty}': it holds 7 files (2 .cr2, 2 .mov,"
+        " 1 without an extension, …), none named as an image (.avif .bmp .gif .heic .heif .hif"
+        " .jfif .jpe .jpeg .jpg .png .tif .tiff .webp, any case)\n"
+    )
 
 
 def test_folder_of_only_unusable_images_says_why_each_was_skipped(tmp_path, capsys):
