@@ -32,7 +32,16 @@ class _TqdmHandler(logging.Handler):
     """Log lines that do not break the progress bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(f"{PROG}: {self.format(record)}", file=sys.stderr)
+        tqdm.write(f"{PROG}: {_printable(self.format(record))}", file=sys.stderr)
+
+
+def _printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with each character a terminal would act on (escape sequences, other control
+    characters, line breaks unless ``lines``) written as Python writes it in a string: a file's
+    name is the user's photos' to choose, and its bytes must not reach the terminal as they are.
+    (An error's own lines, a list of problems, are kept with ``lines``.)"""
+    kept = "\n" if lines else ""
+    return "".join(c if c.isprintable() or c in kept else repr(c)[1:-1] for c in text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,7 +155,7 @@ def _build(args: argparse.Namespace) -> int:
     options = {k: v for k, v in cli_values.items() if v is not None}
     result = build_site(config_file=config_file, progress=progress, **options)
     if not config.quiet:
-        print(f"{PROG}: {_summary(result)}", file=sys.stderr)
+        print(f"{PROG}: {_printable(_summary(result))}", file=sys.stderr)
     if config.strict and result.skipped:
         _error(f"{len(result.skipped)} file(s) skipped (--strict)")
         return 1
@@ -242,7 +251,7 @@ def _setup_logging() -> None:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_printable(message, lines=True)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -263,3 +264,26 @@ def test_never_writes_through_a_symlink_out_of_the_site(tmp_path, capsys):
     assert run_cli(*args) == 2
     assert "leads outside the output folder" in capsys.readouterr().err
     assert list(elsewhere.iterdir()) == []
+
+
+def test_file_names_reach_the_terminal_escaped(tmp_path, capsys):
+    """A file's name may hold what a terminal acts on (escape sequences, a bell, a line break):
+    the build's lines show each such character escaped, one line per message."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bad\x1b]0;pwned\x07.jpg").write_bytes(b"not a jpeg")
+    (src / "two\nlines.jpg").write_bytes(b"nor this")
+    shutil.copy(SAMPLE_PHOTOS[0], src / "ok\x1b[2J.jpg")
+    assert run_cli("build", str(src), "--out", str(tmp_path / "site"), "--weights", "random") == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert err.splitlines()[:2] == [
+        "reportgen: skipped bad\\x1b]0;pwned\\x07.jpg: not an image Pillow can read",
+        "reportgen: skipped two\\nlines.jpg: not an image Pillow can read",
+    ]
+    assert len(err.splitlines()) == 3
+
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "clip.\x1b[31m").write_bytes(b"")
+    assert run_cli("build", str(tmp_path / "none"), "--out", str(tmp_path / "s2")) == 1
+    assert "(1 .\\x1b[31m)" in capsys.readouterr().err
