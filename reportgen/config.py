@@ -208,10 +208,21 @@ Parser = Callable[[Any], Any]
 
 def _path(value: Any) -> Path:
     if isinstance(value, Path):
-        return value
+        return _text_path(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a folder path")
-    return Path(os.path.expanduser(value))
+    return _text_path(Path(os.path.expanduser(value)))
+
+
+def _text_path(path: Path) -> Path:
+    """``path``, if it is text where it leads (bytes that are not UTF-8, from an older system's
+    code page, reach Python as lone surrogates, which no page or record can hold)."""
+    try:
+        str(path.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path.absolute()).decode("utf-8", "backslashreplace")
+        raise ValueError(f"'{shown}' is not UTF-8 text: rename it") from None
+    return path
 
 
 def _optional_file(value: Any) -> Path | None:
@@ -268,7 +279,10 @@ def _weights(value: Any) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be 'pretrained', 'random' or a path to a .pth file")
-    if value in WEIGHT_NAMES or Path(value).expanduser().exists():
+    if value in WEIGHT_NAMES:
+        return value
+    if Path(value).expanduser().exists():
+        _text_path(Path(value).expanduser())
         return value
     # A missing path is the weights' own error (exit 1, when they are resolved); a word that is
     # almost one of the names is a typo, said now.
@@ -422,6 +436,8 @@ def load_config(cli: Mapping[str, Any], config_file: Path | None = None) -> Conf
         elif value is not None:
             merged[name] = value
 
+    # The default output folder is checked as a given one is: it lies in the current folder.
+    merged.setdefault("out_dir", {f.name: f.default for f in dataclasses.fields(Config)}["out_dir"])
     values: dict[str, Any] = {}
     for name, value in merged.items():
         try:

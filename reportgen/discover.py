@@ -56,6 +56,10 @@ def discover(
     skipped: list[Skipped] = []
     found = _image_files(input_dir.resolve(), exclude.resolve() if exclude is not None else None)
     for path, rel in bar("finding photos", progress=progress, iterable=found):
+        if not _utf8(rel):
+            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+            skipped.append(Skipped(shown, "its name is not UTF-8: rename it to include it"))
+            continue
         if heif.is_heif_name(rel) and heif.plugin() is None:
             skipped.append(Skipped(rel, heif.MISSING))
             continue
@@ -124,6 +128,16 @@ def _walk(root: Path, excluded: Path | None) -> Iterator[tuple[Path, str, list[s
             and not _is_site(here / d)
         )
         yield here, prefix, sorted(filenames)
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file's path is text: bytes that are not UTF-8 (a name from an older system's
+    code page) reach Python as lone surrogates, which no page, record or hash can hold."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _suffix(name: str) -> str:

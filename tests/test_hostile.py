@@ -287,3 +287,35 @@ def test_file_names_reach_the_terminal_escaped(tmp_path, capsys):
     (tmp_path / "none" / "clip.\x1b[31m").write_bytes(b"")
     assert run_cli("build", str(tmp_path / "none"), "--out", str(tmp_path / "s2")) == 1
     assert "(1 .\\x1b[31m)" in capsys.readouterr().err
+
+
+def test_names_that_are_not_utf8_are_skipped_or_refused_with_a_reason(tmp_path, capsys):
+    """Bytes that are not UTF-8 in a name (from an older system's code page) cannot go into a
+    page or a record: such a photo is skipped, its name shown with those bytes escaped; such an
+    input or output folder is refused before any work."""
+    src = tmp_path / "in"
+    (src / os.fsdecode(b"Caf\xe9")).mkdir(parents=True)
+    shutil.copy(SAMPLE_PHOTOS[0], src / "ok.jpg")
+    shutil.copy(SAMPLE_PHOTOS[1], src / os.fsdecode(b"Caf\xe9") / "x.jpg")
+    shutil.copy(SAMPLE_PHOTOS[1], src / os.fsdecode(b"bad\xff.jpg"))
+    out = tmp_path / "site"
+    assert run_cli("build", str(src), "--out", str(out), "--weights", "random") == 0
+    reason = "its name is not UTF-8: rename it to include it"
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        f"reportgen: skipped Caf\\xe9/x.jpg: {reason}",
+        f"reportgen: skipped bad\\xff.jpg: {reason}",
+    ]
+    data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert [img["source"] for img in data["images"]] == ["ok.jpg"]
+    assert [s["source"] for s in data["skipped"]] == ["Caf\\xe9/x.jpg", "bad\\xff.jpg"]
+    assert "bad\\xff.jpg" in (out / "index.html").read_text(encoding="utf-8")
+
+    odd = tmp_path / os.fsdecode(b"in\xe9")
+    odd.mkdir()
+    shutil.copy(SAMPLE_PHOTOS[0], odd / "ok.jpg")
+    assert run_cli("build", str(odd), "--out", str(tmp_path / os.fsdecode(b"s\xe9"))) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "reportgen: error: invalid configuration:",
+        f"  - input-dir: '{tmp_path}/in\\xe9' is not UTF-8 text: rename it",
+        f"  - out-dir: '{tmp_path}/s\\xe9' is not UTF-8 text: rename it",
+    ]
