@@ -26,6 +26,10 @@ IMAGE_EXTENSIONS = frozenset(
     | heif.EXTENSIONS
 )
 
+SYSTEM_FOLDERS = frozenset({"@eadir", "#recycle", "#snapshot", "$recycle.bin"})
+"""Folders that a NAS or an operating system keeps beside the photos, with copies of them (any
+case): Synology's thumbnails (``@eaDir``), recycle bin and snapshots, and Windows' recycle bin on
+a drive. Searching them would put each photo in the site several times, or ones deleted."""
 
 Known = Callable[[str, Stamp], "str | None"]
 
@@ -42,12 +46,13 @@ def discover(
     ``known(rel, stamp)`` gives the recorded sha256 of a file whose stamp has not changed since
     it was hashed (:class:`reportgen.stat_index.StatIndex`): such a file is not read at all.
 
-    Hidden files and folders are ignored, as are files without an image extension. HEIF files
-    are skipped unread where the plugin that reads them is not installed (:mod:`.decoding.heif`).
-    Folder symlinks are followed once (a loop cannot hang the walk). ``exclude`` (the output
-    folder, when it lies inside the input) is not searched, nor is any other reportgen site: its
-    pictures are not photos. ``progress``: a bar over the photos found, as each is hashed or
-    found unchanged (a first build of a large library reads every byte of it).
+    Hidden files and folders are ignored, as are :data:`SYSTEM_FOLDERS` and files without an
+    image extension. HEIF files are skipped unread where the plugin that reads them is not
+    installed (:mod:`.decoding.heif`). Folder symlinks are followed once (a loop cannot hang the
+    walk). ``exclude`` (the output folder, when it lies inside the input) is not searched, nor is
+    any other reportgen site: its pictures are not photos. ``progress``: a bar over the photos
+    found, as each is hashed or found unchanged (a first build of a large library reads every
+    byte of it).
 
     Returns:
         The photos found, and the files that could not even be read (with the reason).
@@ -124,6 +129,7 @@ def _walk(root: Path, excluded: Path | None) -> Iterator[tuple[Path, str, list[s
             d
             for d in dirnames
             if not d.startswith(".")
+            and d.casefold() not in SYSTEM_FOLDERS
             and (excluded is None or (here / d).resolve() != excluded)
             and not _is_site(here / d)
         )

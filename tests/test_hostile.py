@@ -82,6 +82,15 @@ def hostile(tmp_path: Path) -> Path:
     (src / ".hidden-folder" / "x.jpg").write_bytes(SAMPLE_PHOTOS[0].read_bytes())
     (src / "loop").mkdir()
     (src / "loop" / "back").symlink_to(src, target_is_directory=True)
+    # What a NAS or Windows keeps beside the photos: thumbnails, deleted photos, snapshots.
+    for copy in (
+        "@eaDir/rotated.jpg/SYNOPHOTO_THUMB_XL.jpg",
+        "#recycle/deleted.jpg",
+        "$RECYCLE.BIN/S-1-5-21/$RDELETED.jpg",
+        "loop/#Snapshot/rotated.jpg",
+    ):
+        (src / copy).parent.mkdir(parents=True, exist_ok=True)
+        (src / copy).write_bytes(SAMPLE_PHOTOS[0].read_bytes())
     return src
 
 
