@@ -560,18 +560,20 @@ def _find_photos(
     started = time.time_ns()
     known = None if config.full else index.lookup
     sources, unreadable = discover(
-        input_dir, exclude=config.out_dir, known=known, progress=progress
+        input_dir, exclude=config.out_dir, leave_out=config.exclude, known=known, progress=progress
     )
     if not sources and not unreadable:
-        raise InputError(_no_images(input_dir, config.out_dir))
+        raise InputError(_no_images(input_dir, config))
     index.record(sources, hashed_at_ns=started)
     return sources, unreadable
 
 
-def _no_images(input_dir: Path, out_dir: Path) -> str:
+def _no_images(input_dir: Path, config: Config) -> str:
     """Why a folder gave no photo: what it holds instead, and the names that are read."""
     said = f"no images found in {str(input_dir)!r}"
-    others = passed_over(input_dir, exclude=out_dir)
+    if config.exclude:
+        said += " (besides what --exclude leaves out)"
+    others = passed_over(input_dir, exclude=config.out_dir, leave_out=config.exclude)
     if not others:
         return said
     count = sum(others.values())

@@ -59,21 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         f"Every option may also be set in a YAML file ({DEFAULT_CONFIG_FILE} in the current "
         "folder, or --config); the command line wins.",
     )
-    for f in dataclasses.fields(Config):
-        meta = f.metadata
-        if f.name == "input_dir":
-            build.add_argument("input_dir", nargs="?", metavar=meta["metavar"], help=meta["help"])
-        elif f.type in ("bool", bool):
-            build.add_argument(
-                meta["flag"], dest=f.name, action="store_true", default=None, help=meta["help"]
-            )
-        else:
-            build.add_argument(
-                meta["flag"],
-                dest=f.name,
-                metavar=meta["metavar"],
-                help=f"{meta['help']} (default: {_default_text(f)})",
-            )
+    _add_options(build)
     build.add_argument(
         "--config",
         type=Path,
@@ -98,6 +84,26 @@ def _parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", help="show the traceback of an internal error"
         )
     return parser
+
+
+def _add_options(build: argparse.ArgumentParser) -> None:
+    """A flag (or the positional INPUT_DIR) for each option of :class:`Config`."""
+    for f in dataclasses.fields(Config):
+        meta = f.metadata
+        if f.name == "input_dir":
+            build.add_argument("input_dir", nargs="?", metavar=meta["metavar"], help=meta["help"])
+        elif f.type in ("bool", bool):
+            build.add_argument(
+                meta["flag"], dest=f.name, action="store_true", default=None, help=meta["help"]
+            )
+        else:
+            build.add_argument(
+                meta["flag"],
+                dest=f.name,
+                action="append" if meta["repeated"] else "store",
+                metavar=meta["metavar"],
+                help=f"{meta['help']} (default: {_default_text(f)})",
+            )
 
 
 def _default_text(f: dataclasses.Field) -> str:

@@ -51,12 +51,20 @@ def _option(
     flag: str | None = None,
     metavar: str | None = None,
     default_text: str | None = None,
+    repeated: bool = False,
 ) -> Any:
     """A config field with the metadata the CLI builds its flags from.
 
     ``default_text`` is how ``--help`` shows the default; without it, the default's value.
+    ``repeated``: the flag may be given several times, each adding one value (a YAML list).
     """
-    meta = {"help": help, "flag": flag, "metavar": metavar, "default_text": default_text}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "default_text": default_text,
+        "repeated": repeated,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -104,6 +112,16 @@ class Config:
         metavar="N",
         default_text=f"on CPU {CPU_WORKERS}, or {CPU_WORKERS_LARGE} for photos of a MB or more;"
         f" up to {MAX_GPU_WORKERS} on GPU",
+    )
+    exclude: tuple[str, ...] = _option(
+        (),
+        "leave out the files and folders whose name matches PATTERN, a glob in any case "
+        "('Screenshots', '*.png'), or whose path in INPUT_DIR does, for a pattern with a / "
+        "('2019/drafts'); give it once for each pattern (YAML: a list)",
+        flag="--exclude",
+        metavar="PATTERN",
+        default_text="none",
+        repeated=True,
     )
     max_pixels: int | None = _option(
         None,
@@ -295,6 +313,15 @@ def _weights(value: Any) -> str:
     return value
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(v, str) and v.strip("/ ") for v in values
+    ):
+        raise ValueError("must be a pattern such as '*.png', or a list of them")
+    return tuple(v.strip().strip("/") for v in values)
+
+
 def _close(word: str, choices: Iterable[str]) -> str | None:
     """The choice ``word`` was most likely meant to be, if any is close."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
@@ -334,6 +361,7 @@ PARSERS: dict[str, Parser] = {
     "device": _choice(DEVICES),
     "batch_size": _optional_int(1),
     "workers": _optional_int(0),
+    "exclude": _patterns,
     "max_pixels": _optional_int(1),
     "layers": _layers,
     "normalize": _choice(("map", "layer")),

@@ -7,7 +7,8 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .decoding import heif
@@ -38,6 +39,7 @@ def discover(
     input_dir: Path,
     *,
     exclude: Path | None = None,
+    leave_out: Sequence[str] = (),
     known: Known | None = None,
     progress: bool = False,
 ) -> tuple[list[Source], list[Skipped]]:
@@ -50,7 +52,8 @@ def discover(
     image extension. HEIF files are skipped unread where the plugin that reads them is not
     installed (:mod:`.decoding.heif`). Folder symlinks are followed once (a loop cannot hang the
     walk). ``exclude`` (the output folder, when it lies inside the input) is not searched, nor is
-    any other reportgen site: its pictures are not photos. ``progress``: a bar over the photos
+    any other reportgen site: its pictures are not photos; nor is what ``leave_out`` names
+    (``--exclude``'s patterns: see :class:`Excluded`). ``progress``: a bar over the photos
     found, as each is hashed or found unchanged (a first build of a large library reads every
     byte of it).
 
@@ -59,7 +62,9 @@ def discover(
     """
     sources: list[Source] = []
     skipped: list[Skipped] = []
-    found = _image_files(input_dir.resolve(), exclude.resolve() if exclude is not None else None)
+    found = _image_files(
+        input_dir.resolve(), exclude.resolve() if exclude is not None else None, leave_out
+    )
     for path, rel in bar("finding photos", progress=progress, iterable=found):
         if not _utf8(rel):
             shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
@@ -82,11 +87,33 @@ def discover(
     return sources, skipped
 
 
-def _image_files(root: Path, excluded: Path | None) -> list[tuple[Path, str]]:
+class Excluded:
+    """What ``--exclude``'s patterns leave out: a pattern without a ``/`` is matched against each
+    file's and folder's name, one with a ``/`` against its path from the input folder; globs as
+    :mod:`fnmatch` has them, in any case (``*.png`` leaves out ``IMG_1.PNG`` too)."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.names = [p.casefold() for p in patterns if "/" not in p]
+        self.paths = [p.casefold() for p in patterns if "/" in p]
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.paths)
+
+    def __call__(self, rel: str, name: str) -> bool:
+        """Whether the file or folder at ``rel`` (named ``name``) is left out."""
+        name, rel = name.casefold(), rel.casefold()
+        return any(fnmatchcase(name, p) for p in self.names) or any(
+            fnmatchcase(rel, p) for p in self.paths
+        )
+
+
+def _image_files(
+    root: Path, excluded: Path | None, leave_out: Sequence[str] = ()
+) -> list[tuple[Path, str]]:
     """Each file under ``root`` named as an image, with its path relative to ``root`` (as
     :func:`discover` says which are searched), before any is opened."""
     found: list[tuple[Path, str]] = []
-    for here, prefix, filenames in _walk(root, excluded):
+    for here, prefix, filenames in _walk(root, excluded, Excluded(leave_out)):
         found.extend(
             (here / name, prefix + name)
             for name in filenames
@@ -95,13 +122,17 @@ def _image_files(root: Path, excluded: Path | None) -> list[tuple[Path, str]]:
     return found
 
 
-def passed_over(input_dir: Path, exclude: Path | None = None) -> Counter[str]:
-    """The files :func:`discover` passes over for their names alone (not hidden, and not named as
-    images), counted by extension (lower-cased; "" for none): what a folder without photos
-    holds instead."""
+def passed_over(
+    input_dir: Path, exclude: Path | None = None, leave_out: Sequence[str] = ()
+) -> Counter[str]:
+    """The files :func:`discover` passes over for their names alone (not hidden, not left out by
+    ``leave_out``, and not named as images), counted by extension (lower-cased; "" for none):
+    what a folder without photos holds instead."""
     root = input_dir.resolve()
     counts: Counter[str] = Counter()
-    for _, _, filenames in _walk(root, exclude.resolve() if exclude is not None else None):
+    for _, _, filenames in _walk(
+        root, exclude.resolve() if exclude is not None else None, Excluded(leave_out)
+    ):
         counts.update(
             _suffix(name)
             for name in filenames
@@ -110,9 +141,11 @@ def passed_over(input_dir: Path, exclude: Path | None = None) -> Counter[str]:
     return counts
 
 
-def _walk(root: Path, excluded: Path | None) -> Iterator[tuple[Path, str, list[str]]]:
+def _walk(
+    root: Path, excluded: Path | None, leave_out: Excluded
+) -> Iterator[tuple[Path, str, list[str]]]:
     """Each folder searched under ``root`` (as :func:`discover` says), its path relative to
-    ``root`` as a prefix ("" or ending in "/"), and its files' names, sorted."""
+    ``root`` as a prefix ("" or ending in "/"), and the names of its files not left out, sorted."""
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
@@ -131,8 +164,11 @@ def _walk(root: Path, excluded: Path | None) -> Iterator[tuple[Path, str, list[s
             if not d.startswith(".")
             and d.casefold() not in SYSTEM_FOLDERS
             and (excluded is None or (here / d).resolve() != excluded)
+            and not (leave_out and leave_out(prefix + d, d))
             and not _is_site(here / d)
         )
+        if leave_out:
+            filenames = [name for name in filenames if not leave_out(prefix + name, name)]
         yield here, prefix, sorted(filenames)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -14,7 +16,7 @@ import torch
 
 from reportgen import __version__
 
-from .conftest import run_cli
+from .conftest import SAMPLE_PHOTOS, run_cli
 
 
 def test_version(capsys):
@@ -121,6 +123,43 @@ def test_folder_without_images_says_what_it_holds_instead(tmp_path, capsys):
         f"reportgen: error: no images found in '{empty}': it holds 7 files (2 .cr2, 2 .mov,"
         " 1 without an extension, …), none named as an image (.avif .bmp .gif .heic .heif .hif"
         " .jfif .jpe .jpeg .jpg .png .tif .tiff .webp, any case)\n"
+    )
+
+
+def test_exclude_leaves_out_files_and_folders_by_name_or_path(tmp_path, capsys):
+    src = tmp_path / "in"
+    names = ["a.jpg", "Screenshots/s.jpg", "2019/drafts/d.jpg", "2019/k.PNG", "2020/drafts.jpg"]
+    for i, name in enumerate(names):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)], src / name)
+    out = tmp_path / "site"
+
+    def built(*more: str) -> list[str]:
+        assert run_cli("build", str(src), "--out", str(out), "--weights", "random", *more) == 0
+        data = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+        return [img["source"] for img in data["images"]]
+
+    # By name in any case and at any depth, and by path from the input folder.
+    by_flags = ("--exclude", "screenshots", "--exclude", "*.png", "--exclude", "2019/drafts/")
+    assert built(*by_flags) == ["2020/drafts.jpg", "a.jpg"]
+    (tmp_path / "reportgen.yaml").write_text('exclude: ["*.PNG", "2019"]\n', encoding="utf-8")
+    assert built("--config", str(tmp_path / "reportgen.yaml")) == [
+        "2020/drafts.jpg",
+        "Screenshots/s.jpg",
+        "a.jpg",
+    ]
+    assert built() == sorted(names)  # nothing left out: the photos come back
+    capsys.readouterr()
+
+    args = ("build", str(src), "--out", str(tmp_path / "s2"), "--weights", "random")
+    assert run_cli(*args, "--exclude", "*") == 1
+    assert capsys.readouterr().err == (
+        f"reportgen: error: no images found in '{src}' (besides what --exclude leaves out)\n"
+    )
+    (tmp_path / "bad.yaml").write_text("exclude: [3]\n", encoding="utf-8")
+    assert run_cli(*args, "--config", str(tmp_path / "bad.yaml")) == 2
+    assert "  - exclude: must be a pattern such as '*.png', or a list of them" in (
+        capsys.readouterr().err
     )
 
 
