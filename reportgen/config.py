@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .files import not_text
 from .layout import CONV_LAYERS
 
 DEFAULT_CONFIG_FILE = "reportgen.yaml"
@@ -233,13 +234,9 @@ def _path(value: Any) -> Path:
 
 
 def _text_path(path: Path) -> Path:
-    """``path``, if it is text where it leads (bytes that are not UTF-8, from an older system's
-    code page, reach Python as lone surrogates, which no page or record can hold)."""
-    try:
-        str(path.absolute()).encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path.absolute()).decode("utf-8", "backslashreplace")
-        raise ValueError(f"'{shown}' is not UTF-8 text: rename it") from None
+    """``path``, if it is UTF-8 text where it leads (:func:`files.not_text`)."""
+    if (shown := not_text(str(path.absolute()))) is not None:
+        raise ValueError(f"'{shown}' is not UTF-8 text: rename it")
     return path
 
 
@@ -319,7 +316,7 @@ def _patterns(value: Any) -> tuple[str, ...]:
         isinstance(v, str) and v.strip("/ ") for v in values
     ):
         raise ValueError("must be a pattern such as '*.png', or a list of them")
-    return tuple(v.strip().strip("/") for v in values)
+    return tuple(v.strip().rstrip("/") for v in values)
 
 
 def _close(word: str, choices: Iterable[str]) -> str | None:

@@ -12,7 +12,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .decoding import heif
-from .files import ChangedFile, NotRegularFile, Stamp, kind_of, open_regular, stamp_of
+from .files import (
+    ChangedFile,
+    NotRegularFile,
+    Stamp,
+    kind_of,
+    not_text,
+    open_regular,
+    stamp_of,
+)
 from .progress import bar
 from .records import Skipped, Source
 from .site.output import LEGACY_STATE_DIR
@@ -66,8 +74,7 @@ def discover(
         input_dir.resolve(), exclude.resolve() if exclude is not None else None, leave_out
     )
     for path, rel in bar("finding photos", progress=progress, iterable=found):
-        if not _utf8(rel):
-            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        if (shown := not_text(rel)) is not None:
             skipped.append(Skipped(shown, "its name is not UTF-8: rename it to include it"))
             continue
         if heif.is_heif_name(rel) and heif.plugin() is None:
@@ -89,12 +96,13 @@ def discover(
 
 class Excluded:
     """What ``--exclude``'s patterns leave out: a pattern without a ``/`` is matched against each
-    file's and folder's name, one with a ``/`` against its path from the input folder; globs as
-    :mod:`fnmatch` has them, in any case (``*.png`` leaves out ``IMG_1.PNG`` too)."""
+    file's and folder's name, one with a ``/`` (``2019/drafts``, ``/2019``) against its path from
+    the input folder; globs as :mod:`fnmatch` has them, in any case (``*.png`` leaves out
+    ``IMG_1.PNG`` too)."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self.names = [p.casefold() for p in patterns if "/" not in p]
-        self.paths = [p.casefold() for p in patterns if "/" in p]
+        self.paths = [p.lstrip("/").casefold() for p in patterns if "/" in p]
 
     def __bool__(self) -> bool:
         return bool(self.names or self.paths)
@@ -170,16 +178,6 @@ def _walk(
         if leave_out:
             filenames = [name for name in filenames if not leave_out(prefix + name, name)]
         yield here, prefix, sorted(filenames)
-
-
-def _utf8(name: str) -> bool:
-    """Whether a file's path is text: bytes that are not UTF-8 (a name from an older system's
-    code page) reach Python as lone surrogates, which no page, record or hash can hold."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _suffix(name: str) -> str:

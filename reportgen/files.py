@@ -29,6 +29,17 @@ def kind_of(mode: int) -> str | None:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
+def not_text(name: str) -> str | None:
+    """Where a file name (or path) is not UTF-8 text, the name with those bytes escaped ('Caf\\xe9'
+    for Latin-1's 'Café'); None where it is text. Such bytes reach Python as lone surrogates,
+    which no page, record or hash of the name can hold."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return None
+
+
 def open_regular(path: Path) -> BinaryIO:
     """The regular file at ``path``, open for reading (unbuffered).
 

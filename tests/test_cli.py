@@ -149,6 +149,9 @@ def test_exclude_leaves_out_files_and_folders_by_name_or_path(tmp_path, capsys):
         "a.jpg",
     ]
     assert built() == sorted(names)  # nothing left out: the photos come back
+    # A name pattern matches at any depth; one with a leading / at the input folder's top only.
+    assert built("--exclude", "drafts*") == ["2019/k.PNG", "Screenshots/s.jpg", "a.jpg"]
+    assert built("--exclude", "/drafts*") == sorted(names)
     capsys.readouterr()
 
     args = ("build", str(src), "--out", str(tmp_path / "s2"), "--weights", "random")
