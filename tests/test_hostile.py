@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -275,15 +276,23 @@ def test_never_writes_through_a_symlink_out_of_the_site(tmp_path, capsys):
     assert list(elsewhere.iterdir()) == []
 
 
-def test_file_names_reach_the_terminal_escaped(tmp_path, capsys):
+def test_file_names_reach_the_terminal_and_the_pages_escaped(tmp_path, capsys):
     """A file's name may hold what a terminal acts on (escape sequences, a bell, a line break):
-    the build's lines show each such character escaped, one line per message."""
+    the build's lines show each such character escaped, one line per message; and the pages,
+    where HTML allows no such character, show it the same way."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "bad\x1b]0;pwned\x07.jpg").write_bytes(b"not a jpeg")
     (src / "two\nlines.jpg").write_bytes(b"nor this")
     shutil.copy(SAMPLE_PHOTOS[0], src / "ok\x1b[2J.jpg")
-    assert run_cli("build", str(src), "--out", str(tmp_path / "site"), "--weights", "random") == 0
+    out = tmp_path / "site"
+    assert run_cli("build", str(src), "--out", str(out), "--weights", "random") == 0
+    pages = {page.name: page.read_text(encoding="utf-8") for page in out.rglob("*.html")}
+    forbidden = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+    assert not [name for name, html in pages.items() if forbidden.search(html)]
+    assert "<code>bad\\x1b]0;pwned\\x07.jpg</code>" in pages["index.html"]
+    (photo,) = (html for name, html in pages.items() if name.startswith("ok"))
+    assert "<title>ok\\x1b[2J.jpg — " in photo
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err
     assert err.splitlines()[:2] == [

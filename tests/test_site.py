@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from reportgen.records import PhotoRecord, Prediction
-from reportgen.site.pages import _breakable, image_line
+from reportgen.site.pages import _breakable, _visible, image_line
 
 from .conftest import SAMPLE_PHOTOS, run_cli
 from .htmltools import images, links
@@ -315,11 +315,13 @@ def test_a_photo_line_of_predictions_json_is_what_json_writes(source, labels, pr
 )
 def test_a_breakable_name_is_each_part_escaped_with_a_break_after_each_separator(name):
     """The filter finds separators in the escaped name, for speed: the same markup as escaping
-    each part apart and adding <wbr> after each separator."""
-    parts = re.split(r"([/_.\-])", name)
+    each part apart and adding <wbr> after each separator (of the name as a page shows it: its
+    control characters written as escapes, which hold no separator)."""
+    parts = re.split(r"([/_.\-])", _visible(name))
     expected = "".join(
         str(markupsafe.escape(part)) + ("<wbr>" if part in ("/", "_", ".", "-") else "")
         for part in parts
     )
     got = _breakable(name)
     assert isinstance(got, markupsafe.Markup) and str(got) == expected
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", got)

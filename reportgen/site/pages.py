@@ -119,7 +119,22 @@ def _breakable(name: str) -> markupsafe.Markup:
     with a <wbr> after each. Escaping never makes a separator (its entities are made of & # ; and
     letters and digits), so they are found in the escaped name: 5 us a name, against 29 us for
     escaping each part apart, on every index page's every photo."""
-    return markupsafe.Markup(_SEPARATORS.sub(r"\1<wbr>", str(markupsafe.escape(name))))
+    escaped = str(markupsafe.escape(_visible(name)))
+    return markupsafe.Markup(_SEPARATORS.sub(r"\1<wbr>", escaped))
+
+
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""The control characters HTML does not allow in a page, tab and line breaks aside."""
+
+
+def _visible(value: Any) -> Any:
+    """A string for a page with each control character HTML does not allow (a photo's name may
+    hold one: an escape sequence, a bell) written as its escape, as the terminal shows it; any
+    other value as it is. Every ``{{ … }}`` goes through it (Jinja's ``finalize``): the names
+    are the user's files' to choose. A printable string, nearly all of them, costs one check."""
+    if type(value) is str and not value.isprintable():
+        return _FORBIDDEN.sub(lambda found: repr(found.group())[1:-1], value)
+    return value
 
 
 def environment() -> jinja2.Environment:
@@ -135,6 +150,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_visible,
     )
     env.filters["shape"] = _shape
     env.filters["filesize"] = _filesize
