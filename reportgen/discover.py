@@ -70,9 +70,7 @@ def discover(
     """
     sources: list[Source] = []
     skipped: list[Skipped] = []
-    found = _image_files(
-        input_dir.resolve(), exclude.resolve() if exclude is not None else None, leave_out
-    )
+    found = _image_files(input_dir, exclude, leave_out)
     for path, rel in bar("finding photos", progress=progress, iterable=found):
         if (shown := not_text(rel)) is not None:
             skipped.append(Skipped(shown, "its name is not UTF-8: rename it to include it"))
@@ -104,9 +102,6 @@ class Excluded:
         self.names = [p.casefold() for p in patterns if "/" not in p]
         self.paths = [p.lstrip("/").casefold() for p in patterns if "/" in p]
 
-    def __bool__(self) -> bool:
-        return bool(self.names or self.paths)
-
     def __call__(self, rel: str, name: str) -> bool:
         """Whether the file or folder at ``rel`` (named ``name``) is left out."""
         name, rel = name.casefold(), rel.casefold()
@@ -116,16 +111,14 @@ class Excluded:
 
 
 def _image_files(
-    root: Path, excluded: Path | None, leave_out: Sequence[str] = ()
+    input_dir: Path, exclude: Path | None, leave_out: Sequence[str]
 ) -> list[tuple[Path, str]]:
-    """Each file under ``root`` named as an image, with its path relative to ``root`` (as
+    """Each file searched under ``input_dir`` named as an image, with its path relative to it (as
     :func:`discover` says which are searched), before any is opened."""
     found: list[tuple[Path, str]] = []
-    for here, prefix, filenames in _walk(root, excluded, Excluded(leave_out)):
+    for here, prefix, filenames in _walk(input_dir, exclude, leave_out):
         found.extend(
-            (here / name, prefix + name)
-            for name in filenames
-            if not name.startswith(".") and _suffix(name) in IMAGE_EXTENSIONS
+            (here / name, prefix + name) for name in filenames if _suffix(name) in IMAGE_EXTENSIONS
         )
     return found
 
@@ -133,27 +126,27 @@ def _image_files(
 def passed_over(
     input_dir: Path, exclude: Path | None = None, leave_out: Sequence[str] = ()
 ) -> Counter[str]:
-    """The files :func:`discover` passes over for their names alone (not hidden, not left out by
-    ``leave_out``, and not named as images), counted by extension (lower-cased; "" for none):
-    what a folder without photos holds instead."""
-    root = input_dir.resolve()
+    """The files :func:`discover` passes over for their names alone (searched, but not named as
+    images), counted by extension (lower-cased; "" for none): what a folder without photos holds
+    instead."""
     counts: Counter[str] = Counter()
-    for _, _, filenames in _walk(
-        root, exclude.resolve() if exclude is not None else None, Excluded(leave_out)
-    ):
+    for _, _, filenames in _walk(input_dir, exclude, leave_out):
         counts.update(
-            _suffix(name)
-            for name in filenames
-            if not name.startswith(".") and _suffix(name) not in IMAGE_EXTENSIONS
+            suffix for name in filenames if (suffix := _suffix(name)) not in IMAGE_EXTENSIONS
         )
     return counts
 
 
 def _walk(
-    root: Path, excluded: Path | None, leave_out: Excluded
+    input_dir: Path, exclude: Path | None, patterns: Sequence[str]
 ) -> Iterator[tuple[Path, str, list[str]]]:
-    """Each folder searched under ``root`` (as :func:`discover` says), its path relative to
-    ``root`` as a prefix ("" or ending in "/"), and the names of its files not left out, sorted."""
+    """Each folder searched under ``input_dir`` (as :func:`discover` says: not hidden, not a
+    system folder or a site, not ``exclude`` nor left out by ``patterns``), its path relative to
+    ``input_dir`` as a prefix ("" or ending in "/"), and the names of its files searched (neither
+    hidden nor left out), sorted."""
+    root = input_dir.resolve()
+    excluded = exclude.resolve() if exclude is not None else None
+    leave_out = Excluded(patterns) if patterns else None
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
@@ -172,12 +165,16 @@ def _walk(
             if not d.startswith(".")
             and d.casefold() not in SYSTEM_FOLDERS
             and (excluded is None or (here / d).resolve() != excluded)
-            and not (leave_out and leave_out(prefix + d, d))
+            and not (leave_out is not None and leave_out(prefix + d, d))
             and not _is_site(here / d)
         )
-        if leave_out:
-            filenames = [name for name in filenames if not leave_out(prefix + name, name)]
-        yield here, prefix, sorted(filenames)
+        searched = [
+            name
+            for name in filenames
+            if not name.startswith(".")
+            and not (leave_out is not None and leave_out(prefix + name, name))
+        ]
+        yield here, prefix, sorted(searched)
 
 
 def _suffix(name: str) -> str:
