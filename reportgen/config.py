@@ -296,8 +296,8 @@ def _weights(value: Any) -> str:
         raise ValueError("must be 'pretrained', 'random' or a path to a .pth file")
     if value in WEIGHT_NAMES:
         return value
-    if Path(value).expanduser().exists():
-        _text_path(Path(value).expanduser())
+    if (path := Path(value).expanduser()).exists():
+        _text_path(path)
         return value
     # A missing path is the weights' own error (exit 1, when they are resolved); a word that is
     # almost one of the names is a typo, said now.
@@ -462,7 +462,7 @@ def load_config(cli: Mapping[str, Any], config_file: Path | None = None) -> Conf
             merged[name] = value
 
     # The default output folder is checked as a given one is: it lies in the current folder.
-    merged.setdefault("out_dir", {f.name: f.default for f in dataclasses.fields(Config)}["out_dir"])
+    merged.setdefault("out_dir", Config.out_dir)
     values: dict[str, Any] = {}
     for name, value in merged.items():
         try:
