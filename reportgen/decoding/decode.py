@@ -19,10 +19,15 @@ from . import heif
 class UnreadableImage(Exception):
     """The file cannot be used as a photo; ``str()`` is the one-line reason."""
 
+    lasting = True
+    """Whether the verdict holds for these bytes whatever is installed (kept in the cache)."""
+
 
 class PluginMissing(UnreadableImage):
     """The photo needs a Pillow plugin that is not installed: the user can add it, so the verdict
     is not kept (the next build tries again)."""
+
+    lasting = False
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..decoding import preprocess
-from ..decoding.decode import FAST_MARGIN, PluginMissing, UnreadableImage, open_rgb
+from ..decoding.decode import FAST_MARGIN, UnreadableImage, open_rgb
 from ..files import ChangedFile, NotRegularFile, read_unchanged
 from ..layout import Grid
 from ..records import Source
@@ -189,8 +189,8 @@ class PhotoDataset(Dataset[DecodedPhoto]):
                 reduce_to=self.reduce_to,
             )
         except UnreadableImage as exc:
-            lasting = not isinstance(exc, PluginMissing)
-            return DecodedPhoto(index, failure=DecodeFailure(index, str(exc), lasting=lasting))
+            failure = DecodeFailure(index, str(exc), lasting=exc.lasting)
+            return DecodedPhoto(index, failure=failure)
         pixels = np.asarray(preprocess.crop_for_model(decoded.image, decoded.turn))
         crop = pictures.encode_jpeg(pixels, pictures.CROP_QUALITY)
         return DecodedPhoto(index, pixels, crop, decoded.width, decoded.height, decoded.frames)
