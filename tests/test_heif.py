@@ -39,7 +39,8 @@ def phone_heic(path: Path, source: Path = CAT) -> Image.Image:
 
 def without_the_opener() -> None:
     """Pillow as a fresh process has it: without the HEIF opener, and reportgen's record of
-    having registered it forgotten."""
+    having registered it forgotten. (Pillow's lists are changed in place: it adds its own plugins
+    to them as it first needs them.)"""
     Image.init()
     Image.ID[:] = [i for i in Image.ID if i != heif.FORMAT]
     Image.OPEN.pop(heif.FORMAT, None)
@@ -48,9 +49,8 @@ def without_the_opener() -> None:
 
 @pytest.fixture(autouse=True)
 def pillow_as_installed() -> Iterator[None]:
-    """Pillow as a fresh process has it, without the HEIF opener (which an earlier test's build
-    registered): each test sees reportgen register it, or not. (Changed in place: Pillow adds
-    its own plugins to these as it first needs them.)"""
+    """Each test starts without the HEIF opener (which an earlier test's build registered), so
+    it sees reportgen register it, or not."""
     without_the_opener()
     yield
     heif.plugin.cache_clear()  # registered again by the next build that meets a HEIF photo
