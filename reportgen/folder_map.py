@@ -33,6 +33,12 @@ order take about 50 KB a photo: on 20,000 synthetic codes, blocks of 1,024 rose 
 t-SNE left, past the PCA's peak (so the map's highest point), and blocks of 256 rose 5 MB; the
 whole map took 9.6 to 9.8 s either way (9.1 to 10.7 s with 1,024)."""
 SEED = 0
+EARLY_ITERATIONS, TSNE_ITERATIONS = 250, 350
+"""t-SNE's iterations with early exaggeration (openTSNE's default), then after it."""
+TOLD_EVERY = 25
+"""t-SNE's iterations between two steps of the map's bar: 2,000 landmarks take about 4 s of
+iterations on one core, silent before, and openTSNE's telling (which also works out the map's
+error) costs about 1 % of them."""
 
 
 def layout(
@@ -108,11 +114,11 @@ def _embed(all_codes: CodeRows, done: Callable[[int], object]) -> np.ndarray:
     if len(landmarks) < 8:  # too few for t-SNE's neighbourhoods: the two main directions
         places = np.zeros((len(landmarks), 2))
         places[:, : min(2, reduced.shape[1])] = reduced[:, :2]
+        done(len(landmarks))
     else:
-        places = _tsne(reduced)
+        places = _tsne(reduced, done)
     out = np.zeros((n, 2))
     out[landmarks] = places
-    done(len(landmarks))
     others = np.setdiff1d(np.arange(n), landmarks)
     squares = np.einsum("ij,ij->i", reduced, reduced)
     for start in range(0, len(others), PLACE_BLOCK):
@@ -138,19 +144,49 @@ def _pca(codes: np.ndarray):  # type: ignore[no-untyped-def]
     return reduced, lambda more: pca.transform(more).astype(np.float64)
 
 
-def _tsne(points: np.ndarray) -> np.ndarray:
+def _tsne(points: np.ndarray, done: Callable[[int], object]) -> np.ndarray:
+    """t-SNE's places for ``points``; ``done`` is told of them in parts as its iterations go by."""
     from openTSNE import TSNE
 
     perplexity = min(30.0, (len(points) - 1) / 3)
+    calls = EARLY_ITERATIONS // TOLD_EVERY + TSNE_ITERATIONS // TOLD_EVERY
+    told = _Parts(len(points), calls, done)
     tsne = TSNE(
         perplexity=perplexity,
-        n_iter=350,
+        early_exaggeration_iter=EARLY_ITERATIONS,
+        n_iter=TSNE_ITERATIONS,
         negative_gradient_method="bh",
         n_jobs=1,
         random_state=SEED,
         verbose=False,
+        callbacks=[told],
+        callbacks_every_iters=TOLD_EVERY,
     )
-    return np.asarray(tsne.fit(points), dtype=np.float64)
+    places = np.asarray(tsne.fit(points), dtype=np.float64)
+    told.rest()
+    return places
+
+
+class _Parts:
+    """Tells ``done`` of ``whole`` in ``calls`` near-equal parts, one at each call (openTSNE calls
+    a callback with its iteration, the map's error and its places; a true answer would stop it)."""
+
+    def __init__(self, whole: int, calls: int, done: Callable[[int], object]) -> None:
+        self.whole, self.calls, self.done = whole, max(1, calls), done
+        self.called = self.told = 0
+
+    def __call__(self, *_: object) -> bool:
+        self.called += 1
+        self._tell(min(self.whole, self.whole * self.called // self.calls))
+        return False
+
+    def rest(self) -> None:
+        self._tell(self.whole)
+
+    def _tell(self, upto: int) -> None:
+        if upto > self.told:
+            self.done(upto - self.told)
+            self.told = upto
 
 
 def _normalised(places: np.ndarray) -> np.ndarray:

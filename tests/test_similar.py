@@ -242,6 +242,30 @@ def test_photos_placed_among_the_landmarks_a_block_at_a_time_land_where_one_bloc
     assert len(np.unique(whole.round(6), axis=0)) > 60  # placed, not left at one spot
 
 
+def test_tsne_tells_the_maps_bar_as_it_goes_and_places_as_opentsne_alone_does():
+    """The map's bar moves during t-SNE's iterations (2,000 landmarks are seconds of them), and
+    telling it leaves every place as openTSNE gives it with nothing to tell."""
+    from openTSNE import TSNE
+
+    from reportgen import folder_map
+
+    rng = np.random.default_rng(5)
+    points = rng.standard_normal((6, 50))[rng.integers(0, 6, 300)] + rng.standard_normal((300, 50))
+    parts: list[int] = []
+    places = folder_map._tsne(points, parts.append)
+    alone = TSNE(
+        perplexity=30.0,
+        n_iter=350,
+        negative_gradient_method="bh",
+        n_jobs=1,
+        random_state=folder_map.SEED,
+        verbose=False,
+    ).fit(points)
+    assert np.array_equal(places, np.asarray(alone))
+    # One part each 25 of its 250 + 350 iterations, the last at the end.
+    assert len(parts) == 24 and sum(parts) == 300 and min(parts) > 0
+
+
 def test_map_page_is_linked_everywhere_and_places_every_photo(alike_site):
     for page in [alike_site / "index.html", *sorted((alike_site / "photos").glob("*.html"))]:
         assert 'href="' in page.read_text() and re.search(
