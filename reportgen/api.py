@@ -62,7 +62,8 @@ def prune_sites(
 ) -> tuple[list[SiteState], list[SiteState]]:
     """Remove reportgen's state for the sites that are gone (deleted, or moved and not built
     since; a site moved and built again takes its state along instead). The state of a site
-    still there, or of one made before reportgen recorded where its site is, is kept.
+    still there, of one on a disk that is not mounted now, or of one made before reportgen
+    recorded where its site is, is kept.
 
     Args:
         found: what :func:`sites` gave, if the caller has it (each is checked again before it

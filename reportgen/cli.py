@@ -185,7 +185,7 @@ def _sites(args: argparse.Namespace) -> int:
     for state in found:
         print(f"{_size(state.size):>9}  {_where(state)}")
     print(f"{PROG} keeps the state of {_sites_count(found)} in {home}")
-    gone = [s for s in found if s.site is not None and not s.present]
+    gone = [s for s in found if s.gone]
     if gone and not args.prune:
         freed = _size(sum(s.own for s in gone))
         count = _sites_count(gone)
@@ -201,6 +201,8 @@ def _where(state: SiteState) -> str:
     """Which site a state is for, and whether it is still there."""
     if state.site is None:
         return f"{_shown(state.folder)}  (made by an earlier reportgen: its site is not recorded)"
+    if state.away is not None:
+        return f"{_shown(state.site)}  (its disk is not mounted at {_shown(state.away)}: kept)"
     if not state.present:
         return f"{_shown(state.site)}  (gone: no site there now; pruning frees {_size(state.own)})"
     return _shown(state.site)

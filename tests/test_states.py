@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from reportgen.site.output import MANIFEST, OutputFolder
 from reportgen.site.states import CACHE_DIR, SITE_FILE, sites_home
 
 from .conftest import run_cli, state_of
+from .test_hardening import _tmpfs
 from .test_incremental import make_photos, run_build, site_files
 
 
@@ -227,6 +229,70 @@ def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
     assert not gone_state.exists() and earlier.is_dir()
     assert not list(sites_home().glob(".*"))
     assert run_build(src, kept, str(weights_file)).computed == 0
+
+
+def mount_point(path: Path) -> str:
+    """The mount point holding ``path``, from the kernel's own table (the longest that is a
+    prefix of it): independent of how reportgen finds it."""
+    points = [
+        line.split()[4].encode().decode("unicode_escape")  # \040 for a space, and so on
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    ]
+    return max((p for p in points if path == Path(p) or Path(p) in path.parents), key=len)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mountinfo").exists(), reason="reads Linux's mount table")
+def test_a_site_on_a_disk_not_mounted_now_is_kept_not_pruned(tmp_path, weights_file, capsys):
+    src, out = built(tmp_path, weights_file, 1)
+    recorded = json.loads((state_of(out) / SITE_FILE).read_text())
+    assert recorded == {"path": str(out.resolve()), "disk": mount_point(out.resolve())}
+    # As if the site were on a USB disk at tmp_path/usb, unplugged: nothing is mounted there.
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    away = sites_home() / "photos-0123456789abcdef"
+    away.mkdir()
+    (away / SITE_FILE).write_text(json.dumps({"path": str(usb / "photos"), "disk": str(usb)}))
+    shutil.rmtree(out)  # and a site gone from a disk that is mounted
+    capsys.readouterr()
+
+    assert run_cli("sites") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert f"{usb / 'photos'}  (its disk is not mounted at {usb}: kept)" in listed[0]
+    assert f"{out}  (gone: no site there now;" in listed[1]
+    assert listed[3].startswith("'reportgen sites --prune' removes the state of the 1 site gone")
+    assert run_cli("sites", "--prune") == 0
+    assert away.is_dir() and not state_of(out).exists()
+    assert [(s.site, s.away, s.gone) for s in api.sites()] == [(usb / "photos", usb, False)]
+
+
+@pytest.fixture
+def usb(tmp_path):
+    yield from _tmpfs(tmp_path / "usb", "size=20m")
+
+
+def test_a_real_disk_unmounted_keeps_its_sites_state_until_it_is_back_without_it(
+    tmp_path, weights_file, usb
+):
+    """A site built on a disk of its own (a tmpfs, as root): while the disk is unmounted its
+    state is kept, and a copy of the site made before is a copy, not the site moved; once a disk
+    is mounted there again and the site is not on it, it is gone."""
+    src, out, copy = tmp_path / "in", usb / "site", tmp_path / "copy"
+    make_photos(src, 1)
+    run_build(src, out, str(weights_file))
+    state = state_of(out)
+    assert json.loads((state / SITE_FILE).read_text())["disk"] == str(usb.resolve())
+    shutil.copytree(out, copy)  # as cp -a does, keeping the files' times
+    subprocess.run(["umount", str(usb)], check=True)
+    assert not out.exists()
+    assert run_build(src, copy, str(weights_file)).computed == 0
+    assert state.is_dir()  # copied from, not taken: the site may be back with its disk
+    assert [(s.site, s.away, s.gone) for s in api.sites() if s.folder == state] == [
+        (out.resolve(), usb.resolve(), False)
+    ]
+    assert api.prune_sites() == ([], []) and state.is_dir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(usb)], check=True)
+    removed, _ = api.prune_sites()  # a disk is there, without the site: gone
+    assert [s.site for s in removed] == [out.resolve()] and not state.exists()
 
 
 def test_prune_leaves_the_state_a_build_is_using(tmp_path, weights_file):

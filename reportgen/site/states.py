@@ -12,7 +12,9 @@ for (:data:`SITE_FILE`), so that
 - a copy of a site (``cp -a``: the original is still where it was) starts from a copy of the
   original's state, the default cache's files shared by hard links;
 - the states of sites that are gone can be listed (:func:`site_states`) and removed
-  (:func:`prune`): with its cache, a site of 20,000 photos leaves 1.8 GB behind.
+  (:func:`prune`): with its cache, a site of 20,000 photos leaves 1.8 GB behind. A site on a
+  disk that is not mounted now is not gone: each state also names the mount point its site was
+  under, and while nothing is mounted there its state is kept.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ HOME_VARIABLE = "REPORTGEN_HOME"
 MARKER = ".reportgen-site"
 """The one file of reportgen's own in OUT: says that a reportgen site lives there."""
 SITE_FILE = "site.json"
-"""In each state folder: the folder of the site it is for (``path``)."""
+"""In each state folder: the folder of the site it is for (``path``), and the mount point of the
+disk that folder is on (``disk``)."""
 LOCK = "lock"
 CACHE_DIR = "cache"
 """The default cache, in each state folder. Its files are only ever replaced whole or removed,
@@ -75,6 +78,14 @@ class SiteState:
     of a copy's state): what removing the state frees."""
     present: bool
     """Whether a reportgen site is still there (its marker)."""
+    away: Path | None = None
+    """The mount point of the disk the site was on, when nothing is mounted there now: the site
+    may well be on that disk, so its state is not pruned. None otherwise."""
+
+    @property
+    def gone(self) -> bool:
+        """Whether the site is known to be gone: its state is one :func:`prune` removes."""
+        return self.site is not None and not self.present and self.away is None
 
 
 def open_lock(state: Path) -> int:
@@ -86,7 +97,7 @@ def claim(state: Path, root: Path) -> None:
     """Say in ``state`` that it is the state of the site at ``root`` (written when that changed: a
     new state, or one taken along from where the site was)."""
     where = str(root.resolve())
-    if _site_of(state) != where:
+    if _recorded(state) != (where, _disk_of(where)):
         _record(state, where)
 
 
@@ -108,8 +119,9 @@ def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> tuple[s
         if was != where:  # (one that names this folder already is a move a kill cut short)
             if not holds(old):
                 continue  # another site's
-            if (Path(was) / MARKER).is_file():
-                original = original or (old, Path(was))  # still there: this is a copy of it
+            if (Path(was) / MARKER).is_file() or _away(old):
+                # Still there (or maybe, on a disk not mounted now): this is a copy of it.
+                original = original or (old, Path(was))
                 continue
         if _take(old, state, was=was, where=where):
             return "moved", Path(was)
@@ -171,9 +183,25 @@ def _clone(old: Path, state: Path) -> bool:
 
 
 def _record(state: Path, where: str) -> None:
-    """Write in ``state`` that its site is in the folder ``where``."""
-    data = json.dumps({"path": where}, ensure_ascii=False) + "\n"
+    """Write in ``state`` that its site is in the folder ``where``, and on which disk."""
+    data = json.dumps({"path": where, "disk": _disk_of(where)}, ensure_ascii=False) + "\n"
     write_atomic(state / SITE_FILE, data.encode("utf-8"))
+
+
+def _disk_of(path: str) -> str:
+    """The mount point of the file system that holds ``path``, or of its nearest folder that
+    exists."""
+    here = Path(path)
+    while here != here.parent and not os.path.ismount(here):
+        here = here.parent
+    return str(here)
+
+
+def _away(state: Path) -> Path | None:
+    """The mount point ``state`` says its site's disk is at, when nothing is mounted there now."""
+    recorded = _recorded(state)
+    disk = recorded[1] if recorded else None
+    return Path(disk) if disk and not os.path.ismount(disk) else None
 
 
 def site_states() -> list[SiteState]:
@@ -183,18 +211,19 @@ def site_states() -> list[SiteState]:
         path = _site_of(folder)
         site = Path(path) if path else None
         present = site is not None and (site / MARKER).is_file()
-        found.append(SiteState(folder, site, *_sizes(folder), present))
+        away = None if present else _away(folder)
+        found.append(SiteState(folder, site, *_sizes(folder), present, away))
     return found
 
 
 def prune(states: list[SiteState]) -> tuple[list[SiteState], list[SiteState]]:
     """Remove the state folders of ``states`` whose site is gone (deleted, moved and not built
-    since, or never built to the end); leave those of sites still there and those made before
-    reportgen said which site they are for. Return those removed, and those left because a build
-    was using them."""
+    since, or never built to the end); leave those of sites still there, of sites on a disk not
+    mounted now, and those made before reportgen said which site they are for. Return those
+    removed, and those left because a build was using them."""
     removed, busy = [], []
-    for gone in (s for s in states if s.site is not None and not s.present):
-        if not gone.folder.is_dir():  # removed meanwhile
+    for gone in (s for s in states if s.gone):
+        if not gone.folder.is_dir() or _away(gone.folder):  # removed, or its disk went, meanwhile
             continue
         with _locked(gone.folder) as held:
             if not held:
@@ -251,12 +280,23 @@ def _states() -> list[Path]:
 
 def _site_of(state: Path) -> str | None:
     """The folder ``state`` says its site is in; None when it does not say."""
+    recorded = _recorded(state)
+    return recorded[0] if recorded else None
+
+
+def _recorded(state: Path) -> tuple[str, str | None] | None:
+    """The folder ``state`` says its site is in, and its disk's mount point (None from a
+    reportgen that did not say); None when it does not say where its site is."""
     try:
         data = json.loads((state / SITE_FILE).read_bytes())
     except (OSError, ValueError):
         return None
-    path = data.get("path") if isinstance(data, dict) else None
-    return path if isinstance(path, str) and path else None
+    if not isinstance(data, dict):
+        return None
+    path, disk = data.get("path"), data.get("disk")
+    if not (isinstance(path, str) and path):
+        return None
+    return path, disk if isinstance(disk, str) and disk else None
 
 
 def _sizes(folder: Path) -> tuple[int, int]:
