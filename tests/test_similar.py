@@ -242,15 +242,19 @@ def test_photos_placed_among_the_landmarks_a_block_at_a_time_land_where_one_bloc
     assert len(np.unique(whole.round(6), axis=0)) > 60  # placed, not left at one spot
 
 
-def test_tsne_tells_the_maps_bar_as_it_goes_and_places_as_opentsne_alone_does():
+@pytest.mark.parametrize("photos", [300, 1100])  # exact neighbours, then Annoy's
+def test_tsne_tells_the_maps_bar_as_it_goes_and_places_as_opentsne_alone_does(photos, monkeypatch):
     """The map's bar moves during t-SNE's iterations (2,000 landmarks are seconds of them), and
-    telling it leaves every place as openTSNE gives it with nothing to tell."""
+    neither telling it nor running on several cores moves a place from where openTSNE, on one
+    thread with nothing to tell, puts it."""
     from openTSNE import TSNE
 
     from reportgen import folder_map
 
+    monkeypatch.setattr(folder_map, "usable_cores", lambda: 4)  # whatever this machine has
     rng = np.random.default_rng(5)
-    points = rng.standard_normal((6, 50))[rng.integers(0, 6, 300)] + rng.standard_normal((300, 50))
+    centres = rng.standard_normal((6, 50))
+    points = centres[rng.integers(0, 6, photos)] + rng.standard_normal((photos, 50))
     parts: list[int] = []
     places = folder_map._tsne(points, parts.append)
     alone = TSNE(
@@ -263,7 +267,7 @@ def test_tsne_tells_the_maps_bar_as_it_goes_and_places_as_opentsne_alone_does():
     ).fit(points)
     assert np.array_equal(places, np.asarray(alone))
     # One part each 25 of its 250 + 350 iterations, the last at the end.
-    assert len(parts) == 24 and sum(parts) == 300 and min(parts) > 0
+    assert len(parts) == 24 and sum(parts) == photos and min(parts) > 0
 
 
 def test_map_page_is_linked_everywhere_and_places_every_photo(alike_site):
