@@ -6,6 +6,7 @@ The CLI turns each of these into a one-line message and an exit code; anything e
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 
 class ReportgenError(Exception):
@@ -71,9 +72,36 @@ _ADVICE = {
 }
 
 
+# The same, where the path is in reportgen's own state (by default in the user's cache folder),
+# which --out does not move and --cache moves only in part.
+_STATE_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space, or keep reportgen's state on another disk "
+    "({home}=FOLDER; --cache FOLDER moves the largest part, the cache)",
+    errno.EDQUOT: "the disk quota is used up: free some space, or keep reportgen's state on "
+    "another disk ({home}=FOLDER; --cache FOLDER moves the largest part, the cache)",
+    errno.EACCES: "keep reportgen's state in a folder you may write to ({home}=FOLDER), or "
+    "change its permissions",
+    errno.EPERM: "keep reportgen's state in a folder you may write to ({home}=FOLDER), or "
+    "change its permissions",
+    errno.EROFS: "the file system is read-only: keep reportgen's state on another disk "
+    "({home}=FOLDER)",
+}
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for a file-system error: which path, what happened, what to do."""
     where = f" {exc.filename!s}" if exc.filename else ""
     what = (exc.strerror or str(exc)).rstrip(".")
     advice = _ADVICE.get(exc.errno or 0, "check the path and build again")
+    if exc.errno in _STATE_ADVICE and exc.filename and _in_state(str(exc.filename)):
+        from .site.states import HOME_VARIABLE
+
+        advice = _STATE_ADVICE[exc.errno].format(home=HOME_VARIABLE)
     return f"{what}:{where}; {advice}"
+
+
+def _in_state(path: str) -> bool:
+    """Whether ``path`` is in the folder where reportgen keeps its state."""
+    from .site.states import state_home
+
+    return Path(path).resolve().is_relative_to(state_home().resolve())

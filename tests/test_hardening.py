@@ -71,11 +71,17 @@ def test_a_full_disk_is_one_line_and_the_previous_site_stays_whole(
     monkeypatch.setattr(os, "write", real_write)
     line = one_error_line(capsys)
     assert line.startswith("reportgen: error: No space left on device: ")
-    assert line.endswith(
-        "; the disk is full: free some space, or choose another --out or --cache "
-        "(the previous site is unchanged)"
+    # The path it could not write, and what moves it: the cache's pictures (in reportgen's
+    # state, by default), or the staged pages.
+    moved_by = (
+        "keep reportgen's state on another disk (REPORTGEN_HOME=FOLDER; --cache FOLDER moves "
+        "the largest part, the cache)"
+        if stage == "pictures"
+        else "choose another --out or --cache"
     )
-    # The path it could not write: the cache's pictures, or the staged pages.
+    assert line.endswith(
+        f"; the disk is full: free some space, or {moved_by} (the previous site is unchanged)"
+    )
     assert str(state_of(out) if stage == "pictures" else out) in line
     assert site_files(out) == before
     assert not (out / ".reportgen-staging").exists()
@@ -126,6 +132,40 @@ def test_a_read_only_output_folder(tmp_path, read_only_disk, capsys):
     line = one_error_line(capsys)
     assert line.startswith("reportgen: error: Read-only file system: ")
     assert "choose another --out or --cache" in line
+
+
+def test_a_read_only_disk_for_reportgens_state_says_where_to_keep_it(
+    tmp_path, read_only_disk, monkeypatch, capsys
+):
+    """--out and --cache do not move the state (manifest, records, lock): the line says what
+    does."""
+    monkeypatch.setenv("REPORTGEN_HOME", str(read_only_disk / "reportgen"))
+    assert build(sample_folder(tmp_path / "in", 1), tmp_path / "site") == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"reportgen: error: Read-only file system: {read_only_disk}")
+    assert "keep reportgen's state on another disk (REPORTGEN_HOME=FOLDER)" in line
+    assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.parametrize(
+    ("number", "advice"),
+    [
+        (errno.ENOSPC, "free some space, or keep reportgen's state on another disk "
+         "(REPORTGEN_HOME=FOLDER; --cache FOLDER moves the largest part, the cache)"),
+        (errno.EACCES, "keep reportgen's state in a folder you may write to "
+         "(REPORTGEN_HOME=FOLDER), or change its permissions"),
+        (errno.EROFS, "keep reportgen's state on another disk (REPORTGEN_HOME=FOLDER)"),
+    ],
+)  # fmt: skip
+def test_disk_errors_in_reportgens_state_say_what_moves_it(tmp_path, number, advice):
+    from reportgen.errors import os_error_message
+    from reportgen.site.states import sites_home
+
+    inside = OSError(number, os.strerror(number), str(sites_home() / "site-0123/manifest.json"))
+    assert os_error_message(inside).endswith(advice)
+    elsewhere = OSError(number, os.strerror(number), str(tmp_path / "site" / "index.html"))
+    assert "REPORTGEN_HOME" not in os_error_message(elsewhere)
+    assert "--out" in os_error_message(elsewhere)
 
 
 @pytest.mark.parametrize("option", ["--out", "--cache"])
