@@ -149,9 +149,9 @@ def _tsne(points: np.ndarray, done: Callable[[int], object]) -> np.ndarray:
     """t-SNE's places for ``points``; ``done`` is told of them in parts as its iterations go by.
 
     Each point's neighbourhood is found on one thread, as openTSNE finds it with one: how many
-    threads build Annoy's trees changes the trees. The iterations, most of the time, run on every
-    core: openTSNE sums each point's forces on its own and their total in order, so the places
-    are those of one thread bit for bit (``test_similar`` holds it to that)."""
+    threads build Annoy's trees changes the trees. The iterations, most of t-SNE's time, run on
+    every core: openTSNE sums each point's forces on its own and their total in order, so the
+    places are those of one thread bit for bit (``test_similar`` holds it to that)."""
     from openTSNE import TSNE
     from openTSNE.affinity import MultiscaleMixture
 
