@@ -202,7 +202,10 @@ def _where(state: SiteState) -> str:
     if state.site is None:
         return f"{_shown(state.folder)}  (made by an earlier reportgen: its site is not recorded)"
     if state.away is not None:
-        return f"{_shown(state.site)}  (its disk is not mounted at {_shown(state.away)}: kept)"
+        return (
+            f"{_shown(state.site)}  (its disk is not mounted at {_shown(state.away)}: kept, in "
+            f"{_shown(Path(state.folder.name))})"
+        )
     if not state.present:
         return f"{_shown(state.site)}  (gone: no site there now; pruning frees {_size(state.own)})"
     return _shown(state.site)

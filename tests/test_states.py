@@ -257,7 +257,9 @@ def test_a_site_on_a_disk_not_mounted_now_is_kept_not_pruned(tmp_path, weights_f
 
     assert run_cli("sites") == 0
     listed = capsys.readouterr().out.splitlines()
-    assert f"{usb / 'photos'}  (its disk is not mounted at {usb}: kept)" in listed[0]
+    assert listed[0].endswith(
+        f"{usb / 'photos'}  (its disk is not mounted at {usb}: kept, in {away.name})"
+    )
     assert f"{out}  (gone: no site there now;" in listed[1]
     assert listed[3].startswith("'reportgen sites --prune' removes the state of the 1 site gone")
     assert run_cli("sites", "--prune") == 0
