@@ -158,12 +158,31 @@ def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
     assert [p.name for p in sites_home().glob(".*")] == [being_made.name]
 
 
-def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_file, said):
-    """A copy that did not keep the files' times (``cp -r``) is not known for one: it computes
-    every photo again, and the original's state is left as it was."""
+def test_a_copy_that_lost_its_files_times_is_known_by_its_pages_bytes(tmp_path, weights_file, said):
+    """``cp -r`` (or a git checkout) gives every file a new time: the copy is known by its files'
+    sizes and its pages' sha256, starts from a copy of the original's state, and rewrites what
+    its first build finds changed in time, computing nothing."""
     src, out = built(tmp_path, weights_file, 2)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, copy_function=shutil.copyfile)
+    said.clear()
+    assert run_build(src, copy, str(weights_file)).computed == 0
+    assert f"the site is a copy of the one in {out.resolve()}" in said.text
+    assert "no record of the last build" not in said.text
+    assert site_files(copy) == site_files(out)
+    assert OutputFolder(copy).intact() is not None  # its state now says how the copy is
+    assert run_build(src, out, str(weights_file)).computed == 0
+
+
+def test_a_copy_whose_files_changed_gets_a_state_of_its_own(tmp_path, weights_file, said):
+    """A copy whose times changed and whose pages are not all the original's (one page's bytes
+    changed, its size kept) is not known for one: it computes every photo again, and the
+    original's state is left as it was."""
+    src, out = built(tmp_path, weights_file, 2)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)
+    index = copy / "index.html"
+    index.write_bytes(index.read_bytes().replace(b"<html", b"<HTML", 1))
     said.clear()
     assert run_build(src, copy, str(weights_file)).computed == 2
     assert f"no record of the last build into {copy} (a copy, or its" in said.text

@@ -69,6 +69,7 @@ class OutputFolder:
         self.marker = root / MARKER
         self.legacy = root / LEGACY_STATE_DIR
         self._read_ahead: dict[str, FileState] | None = None
+        self._digests: dict[str, str | None] = {}
 
     def check(self, *, input_dir: Path, force: bool) -> None:
         """Refuse output folders that would lose or mix up a user's files.
@@ -109,8 +110,40 @@ class OutputFolder:
 
     def _holds_site_of(self, state: Path) -> bool:
         """Whether this folder holds the site whose state is ``state``: every file its last build
-        wrote, as it left them (a move keeps sizes and mtimes)."""
-        return self._bytes_as_left(state, _read_files(state / MANIFEST)) is not None
+        wrote, as it left them (a move, or ``cp -a``, keeps sizes and mtimes); or, where the
+        times changed (``cp -r``, a git checkout), every file of the same size and every page
+        with the same bytes (pictures, whose sha256 the manifest does not keep, are taken from
+        the cache again by the next build, which rewrites each file whose time changed)."""
+        files = _read_files(state / MANIFEST)
+        if self._bytes_as_left(state, files) is not None:
+            return True
+        return not (state / SWAPPING).exists() and self._same_content(files)
+
+    def _same_content(self, files: object) -> bool:
+        """Whether this folder holds each of ``files`` (a manifest's) with its size, and each
+        whose sha256 the manifest gives with those bytes; sizes first, so that another site's
+        state costs a few ``lstat`` calls. The digests are kept for the next state to compare."""
+        if not isinstance(files, dict) or not files:
+            return False
+        where, pages = os.fspath(self.root), []
+        for rel, was in files.items():
+            try:
+                digest, size = str(was[0]), int(was[1])
+                st = os.lstat(f"{where}/{rel}")
+            except (TypeError, ValueError, IndexError, OSError):
+                return False
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return False
+            if digest:
+                pages.append((rel, digest))
+        if not pages:
+            return False
+        for rel, digest in pages:
+            if rel not in self._digests:
+                self._digests[rel] = _sha256(f"{where}/{rel}")
+            if self._digests[rel] != digest:
+                return False
+        return True
 
     def _bytes_as_left(self, state: Path, files: object) -> int | None:
         """The bytes of ``files`` (a manifest's, from ``state``) if each is in this folder as the
@@ -489,6 +522,18 @@ def _read_files(manifest: Path) -> object:
     except (OSError, ValueError):
         return None
     return data.get("files") if isinstance(data, dict) else None
+
+
+def _sha256(path: str) -> str | None:
+    """The sha256 of the file at ``path``; None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _as_left(path: str, size: int, mtime_ns: int) -> bool:

@@ -8,9 +8,10 @@ for (:data:`SITE_FILE`), so that
 - a site that was moved or renamed takes its state along at its next build (:func:`follow`),
   where it would otherwise compute every photo again. The moved site is known by its files: all
   that its last build wrote, with the sizes and mtimes the state's manifest gives (a move keeps
-  them). Nothing in the site says which it is, so two sites built alike stay byte for byte alike;
-- a copy of a site (``cp -a``: the original is still where it was) starts from a copy of the
-  original's state, the default cache's files shared by hard links;
+  them), or, where the times changed, the sizes and every page's sha256. Nothing in the site says
+  which it is, so two sites built alike stay byte for byte alike;
+- a copy of a site (``cp -a`` or ``cp -r``: the original is still where it was) starts from a
+  copy of the original's state, the default cache's files shared by hard links;
 - the states of sites that are gone can be listed (:func:`site_states`) and removed
   (:func:`prune`): with its cache, a site of 20,000 photos leaves 1.8 GB behind. A site on a
   disk that is not mounted now is not gone: each state also names the mount point its site was
