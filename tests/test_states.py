@@ -159,7 +159,7 @@ def test_a_copy_of_a_state_cut_short_leaves_none_and_is_made_again(
 
 
 def test_a_copy_that_lost_its_files_times_is_known_by_its_pages_bytes(tmp_path, weights_file, said):
-    """``cp -r`` (or a git checkout) gives every file a new time: the copy is known by its files'
+    """``cp -r`` (or a ``git clone``) gives every file a new time: the copy is known by its files'
     sizes and its pages' sha256, starts from a copy of the original's state, and rewrites what
     its first build finds changed in time, computing nothing."""
     src, out = built(tmp_path, weights_file, 2)

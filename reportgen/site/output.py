@@ -111,7 +111,7 @@ class OutputFolder:
     def _holds_site_of(self, state: Path) -> bool:
         """Whether this folder holds the site whose state is ``state``: every file its last build
         wrote, as it left them (a move, or ``cp -a``, keeps sizes and mtimes); or, where the
-        times changed (``cp -r``, a git checkout), every file of the same size and every page
+        times changed (``cp -r``, a ``git clone``), every file of the same size and every page
         with the same bytes (pictures, whose sha256 the manifest does not keep, are taken from
         the cache again by the next build, which rewrites each file whose time changed)."""
         files = _read_files(state / MANIFEST)
