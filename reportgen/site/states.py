@@ -114,13 +114,14 @@ def follow(root: Path, state: Path, *, holds: Callable[[Path], bool]) -> tuple[s
     where = str(root.resolve())
     original = None
     for old in _states():
-        was = _site_of(old)
-        if was is None:
+        recorded = _recorded(old)
+        if recorded is None:
             continue  # a state of an earlier version's: where its site was is not known
+        was, disk = recorded
         if was != where:  # (one that names this folder already is a move a kill cut short)
             if not holds(old):
                 continue  # another site's
-            if (Path(was) / MARKER).is_file() or _away(old):
+            if (Path(was) / MARKER).is_file() or _unmounted(disk):
                 # Still there (or maybe, on a disk not mounted now): this is a copy of it.
                 original = original or (old, Path(was))
                 continue
@@ -198,10 +199,8 @@ def _disk_of(path: str) -> str:
     return str(here)
 
 
-def _away(state: Path) -> Path | None:
-    """The mount point ``state`` says its site's disk is at, when nothing is mounted there now."""
-    recorded = _recorded(state)
-    disk = recorded[1] if recorded else None
+def _unmounted(disk: str | None) -> Path | None:
+    """``disk``, a mount point a state recorded, when nothing is mounted there now."""
     return Path(disk) if disk and not os.path.ismount(disk) else None
 
 
@@ -209,10 +208,10 @@ def site_states() -> list[SiteState]:
     """Every site reportgen keeps state for, by state folder name."""
     found = []
     for folder in _states():
-        path = _site_of(folder)
-        site = Path(path) if path else None
+        recorded = _recorded(folder)
+        site = Path(recorded[0]) if recorded else None
         present = site is not None and (site / MARKER).is_file()
-        away = None if present else _away(folder)
+        away = None if present or recorded is None else _unmounted(recorded[1])
         found.append(SiteState(folder, site, *_sizes(folder), present, away))
     return found
 
@@ -224,7 +223,9 @@ def prune(states: list[SiteState]) -> tuple[list[SiteState], list[SiteState]]:
     removed, and those left because a build was using them."""
     removed, busy = [], []
     for gone in (s for s in states if s.gone):
-        if not gone.folder.is_dir() or _away(gone.folder):  # removed, or its disk went, meanwhile
+        if not gone.folder.is_dir():  # removed meanwhile
+            continue
+        if (recorded := _recorded(gone.folder)) and _unmounted(recorded[1]):  # its disk went
             continue
         with _locked(gone.folder) as held:
             if not held:
@@ -277,12 +278,6 @@ def _states() -> list[Path]:
         return sorted(p for p in sites_home().iterdir() if p.is_dir() and p.name[0] != ".")
     except FileNotFoundError:
         return []
-
-
-def _site_of(state: Path) -> str | None:
-    """The folder ``state`` says its site is in; None when it does not say."""
-    recorded = _recorded(state)
-    return recorded[0] if recorded else None
 
 
 def _recorded(state: Path) -> tuple[str, str | None] | None:
