@@ -16,6 +16,7 @@ from .files import (
     ChangedFile,
     NotRegularFile,
     Stamp,
+    extension,
     kind_of,
     not_text,
     open_regular,
@@ -118,7 +119,9 @@ def _image_files(
     found: list[tuple[Path, str]] = []
     for here, prefix, filenames in _walk(input_dir, exclude, leave_out):
         found.extend(
-            (here / name, prefix + name) for name in filenames if _suffix(name) in IMAGE_EXTENSIONS
+            (here / name, prefix + name)
+            for name in filenames
+            if extension(name) in IMAGE_EXTENSIONS
         )
     return found
 
@@ -132,7 +135,7 @@ def passed_over(
     counts: Counter[str] = Counter()
     for _, _, filenames in _walk(input_dir, exclude, leave_out):
         counts.update(
-            suffix for name in filenames if (suffix := _suffix(name)) not in IMAGE_EXTENSIONS
+            suffix for name in filenames if (suffix := extension(name)) not in IMAGE_EXTENSIONS
         )
     return counts
 
@@ -175,12 +178,6 @@ def _walk(
             and not (leave_out is not None and leave_out(prefix + name, name))
         ]
         yield here, prefix, sorted(searched)
-
-
-def _suffix(name: str) -> str:
-    """A file name's extension, lower-cased, as ``Path(name).suffix.lower()`` gives it."""
-    dot = name.rfind(".")
-    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def _identify(path: Path, rel: str, known: Known | None) -> tuple[Stamp, str]:

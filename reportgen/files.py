@@ -29,6 +29,13 @@ def kind_of(mode: int) -> str | None:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
+def extension(name: str) -> str:
+    """A file name's extension, lower-cased, as ``Path(name).suffix.lower()`` gives it (a string
+    function: it runs for every file of a folder searched)."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
+
+
 def not_text(name: str) -> str | None:
     """Where a file name (or path) is not UTF-8 text, the name with those bytes escaped ('Caf\\xe9'
     for Latin-1's 'Café'); None where it is text. Such bytes reach Python as lone surrogates,

@@ -318,10 +318,10 @@ def test_anything_a_build_depends_on_makes_it_build(tmp_path, rendered, change):
 
 @given(st.text(alphabet=st.sampled_from("a.J PgÉé/_-"), min_size=1, max_size=12))
 def test_a_file_name_s_extension_is_as_pathlib_reads_it(name):
-    from reportgen.discover import _suffix
+    from reportgen.files import extension
 
     if "/" not in name and name not in (".", ".."):
-        assert _suffix(name) == Path(name).suffix.lower()
+        assert extension(name) == Path(name).suffix.lower()
 
 
 def test_photos_in_nested_folders_get_their_relative_paths(tmp_path):

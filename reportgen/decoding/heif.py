@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 
+from ..files import extension
+
 EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
 FORMAT = "HEIF"
 """Pillow's name for the format, once the plugin is registered."""
@@ -39,8 +41,7 @@ def plugin() -> str | None:
 
 def is_heif_name(name: str) -> bool:
     """Whether a file name has a HEIF extension (any case)."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in EXTENSIONS
+    return extension(name) in EXTENSIONS
 
 
 def looks_like_heif(data: bytes) -> bool:
