@@ -108,7 +108,8 @@ class Config:
     )
     workers: int | None = _option(
         None,
-        "DataLoader worker processes that decode photos (0 decodes in the main process)",
+        "DataLoader worker processes that decode photos (0 decodes in the main process; never more"
+        " than there are batches)",
         flag="--workers",
         metavar="N",
         default_text=f"on CPU {CPU_WORKERS}, or {CPU_WORKERS_LARGE} for photos of a MB or more;"

@@ -4,13 +4,19 @@ pages and in --help mean something to someone who never read the study notes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from .conftest import REPO, SAMPLE_PHOTOS, run_cli
+from reportgen.config import load_config
+from reportgen.inference import stage
+
+from .conftest import REPO, SAMPLE_PHOTOS, run_cli, sample_folder
 
 
 def build(*args: str) -> int:
@@ -144,3 +150,28 @@ def test_no_user_facing_text_points_at_notes_a_user_never_saw(built_site, capsys
 def test_the_readme_shows_cpu_users_the_cpu_wheels():
     readme = (REPO / "README.md").read_text()
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+def test_no_decoding_worker_is_started_without_a_batch_to_decode():
+    five = [SimpleNamespace(size=1000)] * 5
+    cpu = torch.device("cpu")
+    assert stage.defaults(load_config({"workers": 999}), cpu, five) == (8, 1)
+    assert stage.defaults(load_config({"workers": 999, "batch_size": 2}), cpu, five) == (2, 3)
+    assert stage.defaults(load_config({"workers": 2, "batch_size": 2}), cpu, five) == (2, 2)
+    assert stage.defaults(load_config({"workers": 0}), cpu, five) == (8, 0)
+    assert stage.defaults(load_config({"workers": 4}), cpu, []) == (8, 0)
+
+
+def test_more_workers_than_cores_is_said_once_in_reportgens_words(tmp_path, monkeypatch, capsys):
+    # One core, for torch's DataLoader as for reportgen: three workers, one a batch, are too many.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    src = sample_folder(tmp_path / "in", 3)
+    args = ["--out", str(tmp_path / "site"), "--weights", "random", "--batch-size", "1"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("build", str(src), *args, "--workers", "9") == 0
+    err = capsys.readouterr().err
+    said = "--workers 9 starts 3 decoding workers on 1 core: more than a core each decode no faster"
+    assert err.count(said) == 1, err
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]
+    assert "UserWarning" not in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,17 +227,22 @@ class Decoding:
     def __init__(
         self, dataset: PhotoDataset, *, batch_size: int, workers: int, pin: bool = False
     ) -> None:
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=collate,
-            pin_memory=pin,
-            prefetch_factor=batches_ahead(batch_size, workers) if workers > 0 else None,
-            persistent_workers=False,
-        )
-        self._batches: Iterator[DecodedBatch] | None = iter(loader) if len(dataset) else iter(())
+        with warnings.catch_warnings():
+            # torch's own warning when the workers outnumber the cores, printed at construction
+            # and again at iter(), with its traceback line: the build says it once, in its words.
+            warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
+            loader = DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=collate,
+                pin_memory=pin,
+                prefetch_factor=batches_ahead(batch_size, workers) if workers > 0 else None,
+                persistent_workers=False,
+            )
+            batches = iter(loader) if len(dataset) else iter(())
+        self._batches: Iterator[DecodedBatch] | None = batches
 
     def __iter__(self) -> Iterator[DecodedBatch]:
         if self._batches is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +43,8 @@ from . import pictures
 from .memory import WarmHeap
 from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
 from .pipeline import BatchOutput, DecodeFailure, Decoding, PhotoDataset, run_batches
+
+log = logging.getLogger("reportgen")
 
 MIN_BATCH_SIZE = 8
 # Batches whose pictures may wait to be encoded while the model runs on (bounds memory).
@@ -83,9 +86,9 @@ def run_model(
     Raises:
         ReportgenError: the device is unavailable, the weights cannot be loaded, a worker died.
     """
-    start = time.perf_counter()
-    device = pick_device(config.device)
+    start, device = time.perf_counter(), pick_device(config.device)
     batch_size, workers = defaults(config, device, todo)
+    _warn_past_cores(config.workers, workers)
     photos = PhotoDataset(
         todo,
         max_pixels=config.max_pixels,
@@ -153,10 +156,27 @@ def defaults(config: Config, device: torch.device, todo: Sequence[Source] = ()) 
         large = bool(sizes) and sizes[len(sizes) // 2] >= LARGE_PHOTO_BYTES
         workers = min(cores, CPU_WORKERS_LARGE) if large else CPU_WORKERS
     if config.batch_size:
-        return config.batch_size, workers
-    batch = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
-    # Two batches per worker at least, while batches stay at 8 photos or more.
-    return min(batch, max(MIN_BATCH_SIZE, -(-len(todo) // (2 * max(1, workers))))), workers
+        batch = config.batch_size
+    else:
+        batch = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
+        # Two batches per worker at least, while batches stay at 8 photos or more.
+        batch = min(batch, max(MIN_BATCH_SIZE, -(-len(todo) // (2 * max(1, workers)))))
+    # A worker with no batch to decode would be a process started for nothing (--workers 999
+    # over 5 photos started 999).
+    return batch, min(workers, -(-len(todo) // batch))
+
+
+def _warn_past_cores(asked: int | None, workers: int) -> None:
+    """Say so where ``--workers`` (``asked``) starts more decoding workers than there are cores."""
+    if workers > (cores := usable_cores()):
+        log.warning(
+            "--workers %d starts %d decoding workers on %d core%s: more than a core each decode"
+            " no faster, and each takes memory",
+            asked,
+            workers,
+            cores,
+            "" if cores == 1 else "s",
+        )
 
 
 def encoder_processes(device: torch.device, workers: int) -> int:
