@@ -189,7 +189,9 @@ def _sites(args: argparse.Namespace) -> int:
     if gone and not args.prune:
         freed = _size(sum(s.own for s in gone))
         count = _sites_count(gone)
-        print(f"'{PROG} sites --prune' removes the state of the {count} gone: frees {freed}")
+        kinds = {"gone" if s.built else "never built" for s in gone}
+        what = " or ".join(sorted(kinds))
+        print(f"'{PROG} sites --prune' removes the state of the {count} {what}: frees {freed}")
     return 0
 
 
@@ -207,7 +209,8 @@ def _where(state: SiteState) -> str:
             f"{_shown(Path(state.folder.name))})"
         )
     if not state.present:
-        return f"{_shown(state.site)}  (gone: no site there now; pruning frees {_size(state.own)})"
+        why = "gone: no site there now" if state.built else "never built: no build of it finished"
+        return f"{_shown(state.site)}  ({why}; pruning frees {_size(state.own)})"
     return _shown(state.site)
 
 

@@ -250,6 +250,31 @@ def test_sites_lists_each_state_and_prune_removes_only_those_of_sites_gone(
     assert run_build(src, kept, str(weights_file)).computed == 0
 
 
+def test_a_site_whose_first_build_failed_is_listed_as_never_built(tmp_path, weights_file, capsys):
+    """A first build that stops early (here: weights that are not there) leaves the hashes it
+    found in a state of its own; the listing says the site was never built, not that it went."""
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 2)
+    assert run_cli("build", str(src), "--out", str(out), "--weights", str(tmp_path / "no.pth")) == 1
+    built_then_gone = tmp_path / "gone"
+    run_build(src, built_then_gone, str(weights_file))
+    shutil.rmtree(built_then_gone)
+    capsys.readouterr()
+
+    assert run_cli("sites") == 0
+    lines = capsys.readouterr().out.splitlines()
+    (failed,) = (line for line in lines if str(out) in line)
+    assert re.fullmatch(
+        rf" *[0-9.]+ (bytes|kB)  {re.escape(str(out))}  \(never built: no build of it finished; "
+        r"pruning frees [0-9.]+ (bytes|kB)\)",
+        failed,
+    )
+    assert f"{built_then_gone}  (gone: no site there now;" in "\n".join(lines)
+    assert "removes the state of the 2 sites gone or never built: frees" in lines[-1]
+    assert run_cli("sites", "--prune") == 0
+    assert not state_of(out).exists() and not state_of(built_then_gone).exists()
+
+
 def mount_point(path: Path) -> str:
     """The mount point holding ``path``, from the kernel's own table (the longest that is a
     prefix of it): independent of how reportgen finds it."""
@@ -337,6 +362,7 @@ def test_a_site_path_a_terminal_would_act_on_is_listed_quoted(capsys):
     state = sites_home() / "evil-0123456789abcdef"
     state.mkdir(parents=True)
     (state / SITE_FILE).write_text(json.dumps({"path": "/nowhere/\x1b[2Jsite\nx"}))
+    (state / MANIFEST).write_text("{}")
     assert run_cli("sites") == 0
     listed = capsys.readouterr().out
     assert "\x1b" not in listed and listed.count("\n") == 3

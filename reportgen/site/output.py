@@ -32,14 +32,13 @@ from ..errors import BuildError, UsageError
 from ..files import write_atomic, write_changed, write_new
 from ..progress import bar
 from . import naming, states
-from .states import MARKER, sites_home
+from .states import MANIFEST, MARKER, sites_home
 
 log = logging.getLogger("reportgen")
 
 STAGING_DIR = ".reportgen-staging"
 LEGACY_STATE_DIR = ".reportgen"
 """Where versions before 0.2 kept their state, inside OUT: read once, then removed."""
-MANIFEST = "manifest.json"
 SWAPPING = "swapping.json"
 """While a swap runs, the files it moves into the site that the manifest does not name yet: a list
 of a few names where a second manifest of the whole site cost 0.15 s at 20,000 photos."""

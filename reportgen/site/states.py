@@ -41,6 +41,9 @@ MARKER = ".reportgen-site"
 SITE_FILE = "site.json"
 """In each state folder: the folder of the site it is for (``path``), and the mount point of the
 disk that folder is on (``disk``)."""
+MANIFEST = "manifest.json"
+"""In each state folder: every file the site's last finished build wrote (see
+:mod:`reportgen.site.output`)."""
 LOCK = "lock"
 CACHE_DIR = "cache"
 """The default cache, in each state folder. Its files are only ever replaced whole or removed,
@@ -82,6 +85,9 @@ class SiteState:
     away: Path | None = None
     """The mount point of the disk the site was on, when nothing is mounted there now: the site
     may well be on that disk, so its state is not pruned. None otherwise."""
+    built: bool = True
+    """Whether a build of the site ever finished (the state has a manifest): one that did not
+    left only what its first build found (the photos' hashes, say) before it stopped."""
 
     @property
     def gone(self) -> bool:
@@ -212,7 +218,8 @@ def site_states() -> list[SiteState]:
         site = Path(recorded[0]) if recorded else None
         present = site is not None and (site / MARKER).is_file()
         away = None if present or recorded is None else _unmounted(recorded[1])
-        found.append(SiteState(folder, site, *_sizes(folder), present, away))
+        built = (folder / MANIFEST).is_file()
+        found.append(SiteState(folder, site, *_sizes(folder), present, away, built))
     return found
 
 
