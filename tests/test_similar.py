@@ -6,9 +6,11 @@ pass (classifier[:6] of torchvision's AlexNet, after its own transforms).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -240,6 +242,49 @@ def test_photos_placed_among_the_landmarks_a_block_at_a_time_land_where_one_bloc
     # The same up to rounding: matrix products of other shapes may sum in another order.
     np.testing.assert_allclose(folder_map.layout(codes, found), whole, rtol=0, atol=1e-6)
     assert len(np.unique(whole.round(6), axis=0)) > 60  # placed, not left at one spot
+
+
+@pytest.mark.parametrize("photos", [2, 3, 7])
+def test_a_handful_of_photos_lie_where_scikit_learns_pca_puts_them(photos):
+    """Below t-SNE's eight photos the map is the codes' two main directions, worked out with
+    NumPy alone: the places of scikit-learn's PCA, each axis up to its sign (scikit-learn chose
+    its signs otherwise before 1.5)."""
+    import sklearn
+    from sklearn.decomposition import PCA
+
+    from reportgen import folder_map
+
+    codes = clustered_codes(photos, seed=4)
+    found = find(codes, [f"p{i}" for i in range(photos)], [f"{i:064x}" for i in range(photos)])
+    places = folder_map.layout(codes, found)
+    reference = PCA(min(2, photos - 1), svd_solver="full").fit_transform(codes.astype(np.float64))
+    expected = np.zeros((photos, 2))
+    expected[:, : reference.shape[1]] = reference
+    signs = [
+        s
+        for s in itertools.product((1, -1), repeat=2)
+        if np.allclose(places, folder_map._normalised(expected * s), rtol=0, atol=1e-9)
+    ]
+    assert signs, (places, folder_map._normalised(expected))
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 5):
+        assert (1, 1) in signs
+    assert len(np.unique(places.round(6), axis=0)) == photos
+
+
+def test_a_handful_of_photos_are_mapped_without_importing_scikit_learn():
+    """Its import is 1.2 s, a fifth of a first build of the five sample photos."""
+    script = (
+        "import sys, numpy as np\n"
+        "from reportgen import folder_map, similar\n"
+        "codes = np.random.default_rng(0).random((5, 4096)).astype(np.float16)\n"
+        "names = [f'{i:064x}' for i in range(5)]\n"
+        "found = similar.find(names, names, codes)\n"
+        "folder_map.layout(codes, found)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'openTSNE'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("photos", [300, 1100])  # exact neighbours, then Annoy's
