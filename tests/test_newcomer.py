@@ -171,7 +171,7 @@ def test_more_workers_than_cores_is_said_once_in_reportgens_words(tmp_path, monk
         warnings.simplefilter("always")
         assert run_cli("build", str(src), *args, "--workers", "9") == 0
     err = capsys.readouterr().err
-    said = "--workers 9 starts 3 decoding workers on 1 core: more than a core each decode no faster"
+    said = "--workers 9 starts 3 decoding workers on 1 core: those past one a core decode no faster"
     assert err.count(said) == 1, err
     assert not [w for w in caught if "DataLoader will create" in str(w.message)]
     assert "UserWarning" not in err

@@ -170,7 +170,7 @@ def _warn_past_cores(asked: int | None, workers: int) -> None:
     """Say so where ``--workers`` (``asked``) starts more decoding workers than there are cores."""
     if workers > (cores := usable_cores()):
         log.warning(
-            "--workers %d starts %d decoding workers on %d core%s: more than a core each decode"
+            "--workers %d starts %d decoding workers on %d core%s: those past one a core decode"
             " no faster, and each takes memory",
             asked,
             workers,
