@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import reportgen.build
 import reportgen.inference.stage
@@ -454,6 +455,44 @@ def test_an_internal_error_is_one_line_with_a_log_of_its_traceback(tmp_path, mon
     assert "Traceback (most recent call last)" in text and "in broken" in text
     with pytest.raises(ValueError, match="boom"):
         build(sample_folder(tmp_path / "in", 1), tmp_path / "site", "--debug")
+
+
+def test_a_batch_the_memory_cannot_hold_is_one_line_saying_what_to_change(
+    tmp_path, monkeypatch, capsys
+):
+    """A real allocation the system refuses (100 TB), where the model's run would make it: the
+    build stops with what to change, not with an internal error, and the previous site stays."""
+    src, out = sample_folder(tmp_path / "in", 2), tmp_path / "site"
+    assert build(src, out) == 0
+    before = site_files(out)
+    sample_folder(src, 3)  # one photo more: the model must run
+
+    def too_large(*args, **kwargs):
+        torch.empty(10**14, dtype=torch.uint8)
+        yield
+
+    monkeypatch.setattr(reportgen.inference.stage, "run_batches", too_large)
+    assert build(src, out, "--batch-size", "4") == 1
+    assert one_error_line(capsys) == (
+        "reportgen: error: this machine ran out of memory running the model over a batch of 4"
+        " photos (it asked for 100000000000000 bytes more); pass a --batch-size under 4"
+    )
+    assert site_files(out) == before
+
+
+def test_a_gpu_out_of_memory_says_how_much_and_what_to_change():
+    said = reportgen.inference.stage._said
+    cuda = torch.device("cuda")
+    oom = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 7.6 GiB"
+    )
+    assert str(said(oom, cuda, 256)) == (
+        "the GPU ran out of memory running the model over a batch of 256 photos (it asked for"
+        " 2.50 GiB more); pass a --batch-size under 256"
+    )
+    assert str(said(oom, cuda, 1)).endswith("a batch of 1 photo (it asked for 2.50 GiB more);"
+                                            " run it with --device cpu")  # fmt: skip
+    assert said(RuntimeError("shape mismatch"), cuda, 8) is None  # a bug: the internal error
 
 
 # --- what the pages say ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -119,14 +120,35 @@ def run_model(
                 del batches
             del loaded
     except RuntimeError as exc:
-        # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
-        if "DataLoader worker" in str(exc):
-            raise BuildError(f"a photo-decoding worker process died ({exc})") from exc
-        raise
+        if (said := _said(exc, device, batch_size)) is None:
+            raise
+        raise said from exc
     # The model and its last batches are gone: their memory goes back to the system before the
     # rest of the build (neighbours, map, pages) takes its own.
     hand_back()
     return ModelRun(entry, str(device), loaded_at - start, unread)
+
+
+def _said(exc: RuntimeError, device: torch.device, batch_size: int) -> BuildError | None:
+    """The error a user is told for what went wrong running the model (``exc``), where it is one
+    of theirs to act on: a decoding worker that died, or memory the batch did not fit in."""
+    text = str(exc)
+    # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
+    if "DataLoader worker" in text:
+        return BuildError(f"a photo-decoding worker process died ({exc})")
+    if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text):
+        return None
+    asked = re.search(r"allocate (\d+(?:\.\d+)? ?[KMGT]?i?B|\d+ bytes)", text)
+    more = f" (it asked for {asked.group(1)} more)" if asked else ""
+    gpu = device.type != "cpu"
+    if batch_size > 1:
+        advice = f"pass a --batch-size under {batch_size}"
+    else:
+        advice = "run it with --device cpu" if gpu else "free some memory, or use a larger machine"
+    return BuildError(
+        f"{'the GPU' if gpu else 'this machine'} ran out of memory running the model over a batch"
+        f" of {batch_size} photo{'s' if batch_size > 1 else ''}{more}; {advice}"
+    )
 
 
 def describe(loaded: LoadedModel, cache: ResultCache) -> ModelEntry:
