@@ -556,3 +556,25 @@ def test_a_same_size_change_in_place_after_hashing_is_caught(tmp_path, monkeypat
     _after_discovery(monkeypatch, flip_a_byte)
     assert build(src, out) == 0
     assert "skipped p1.jpg: changed while the build ran; build again" in capsys.readouterr().err
+
+
+def test_a_batch_size_past_the_free_memory_is_warned_of_before_the_model_runs(
+    tmp_path, monkeypatch, capsys
+):
+    """On the CPU the system's OOM killer stops such a build with no word: it is said first. The
+    memory module's figures are scaled so that three photos make a batch too large."""
+    from reportgen.inference import memory
+
+    src = sample_folder(tmp_path / "in", 3)
+    monkeypatch.setattr(memory, "BATCH_PHOTO_BYTES", 200_000_000)
+    monkeypatch.setattr(memory, "available_bytes", lambda: memory.BUILD_BYTES + 500_000_000)
+    assert build(src, tmp_path / "a", "--batch-size", "500") == 0  # of 3 photos: 1.6 GB in all
+    err = capsys.readouterr().err
+    assert err.count("reportgen: --batch-size") == 1, err
+    assert (
+        "--batch-size 500 makes the build need about 1.6 GB, more than the 1.5 GB free here: the"
+        " system may stop it; a --batch-size of 2 fits"
+    ) in err
+    assert build(src, tmp_path / "b") == 0  # the default batch: not the user's to change
+    assert build(src, tmp_path / "c", "--batch-size", "2") == 0  # 1.4 GB
+    assert "--batch-size" not in capsys.readouterr().err

@@ -40,7 +40,7 @@ from ..layout import layer_grids
 from ..progress import bar
 from ..records import LayerRange, ModelEntry, PhotoRecord, Prediction, Source, floats
 from ..weights import WeightsSpec
-from . import pictures
+from . import memory, pictures
 from .memory import WarmHeap
 from .model import LoadedModel, conv1_kernels, load_model, pick_device, summarize
 from .pipeline import BatchOutput, DecodeFailure, Decoding, PhotoDataset, run_batches
@@ -89,7 +89,7 @@ def run_model(
     """
     start, device = time.perf_counter(), pick_device(config.device)
     batch_size, workers = defaults(config, device, todo)
-    _warn_past_cores(config.workers, workers)
+    _warn_of_excess(config, device, min(batch_size, len(todo)), workers)
     photos = PhotoDataset(
         todo,
         max_pixels=config.max_pixels,
@@ -188,17 +188,38 @@ def defaults(config: Config, device: torch.device, todo: Sequence[Source] = ()) 
     return batch, min(workers, -(-len(todo) // batch))
 
 
-def _warn_past_cores(asked: int | None, workers: int) -> None:
-    """Say so where ``--workers`` (``asked``) starts more decoding workers than there are cores."""
+def _warn_of_excess(config: Config, device: torch.device, batch: int, workers: int) -> None:
+    """Say so where ``--workers`` starts more decoding workers than there are cores, or where
+    ``--batch-size`` makes batches (of ``batch`` photos, the folder's photos being fewer) that
+    would take more memory than the system has free: on the CPU its OOM killer would stop the
+    build with no word (on a GPU, running out is the error :func:`_said` words)."""
     if workers > (cores := usable_cores()):
         log.warning(
             "--workers %d starts %d decoding workers on %d core%s: those past one a core decode"
             " no faster, and each takes memory",
-            asked,
+            config.workers,
             workers,
             cores,
             "" if cores == 1 else "s",
         )
+    if not config.batch_size or device.type != "cpu":
+        return
+    each, free = memory.photo_bytes(len(config.layers)), memory.available_bytes()
+    if free is not None and (need := memory.BUILD_BYTES + batch * each) > free:
+        fits = (free - memory.BUILD_BYTES) // each  # of an estimate: said as a power of 2
+        fits = 1 << (fits.bit_length() - 1) if fits > 0 else 0
+        log.warning(
+            "--batch-size %d makes the build need about %s, more than the %s free here: the"
+            " system may stop it; %s",
+            config.batch_size,
+            _said_bytes(need),
+            _said_bytes(free),
+            f"a --batch-size of {fits} fits" if fits else "free some memory first",
+        )
+
+
+def _said_bytes(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def encoder_processes(device: torch.device, workers: int) -> int:
