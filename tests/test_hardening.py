@@ -492,6 +492,11 @@ def test_a_gpu_out_of_memory_says_how_much_and_what_to_change():
     )
     assert str(said(oom, cuda, 1)).endswith("a batch of 1 photo (it asked for 2.50 GiB more);"
                                             " run it with --device cpu")  # fmt: skip
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.2 GB, other allocations: …)")
+    assert str(said(mps, torch.device("mps"), 64)) == (
+        "the GPU ran out of memory running the model over a batch of 64 photos; pass a"
+        " --batch-size under 64"
+    )
     assert said(RuntimeError("shape mismatch"), cuda, 8) is None  # a bug: the internal error
 
 

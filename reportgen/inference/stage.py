@@ -136,7 +136,10 @@ def _said(exc: RuntimeError, device: torch.device, batch_size: int) -> BuildErro
     # torch reports a dead worker from its SIGCHLD handler, wherever the main process is.
     if "DataLoader worker" in text:
         return BuildError(f"a photo-decoding worker process died ({exc})")
-    if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text):
+    # CUDA's is an OutOfMemoryError; the CPU allocator's and MPS's say it in their words.
+    if not isinstance(exc, torch.OutOfMemoryError) and not re.search(
+        r"can't allocate memory|out of memory", text
+    ):
         return None
     asked = re.search(r"allocate (\d+(?:\.\d+)? ?[KMGT]?i?B|\d+ bytes)", text)
     more = f" (it asked for {asked.group(1)} more)" if asked else ""
