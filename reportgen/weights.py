@@ -6,7 +6,6 @@ model: resolving here keeps such a rebuild free of torch's multi-second import.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import urllib.error
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WeightsError
+from .files import file_sha256
 
 # torchvision's AlexNet_Weights.IMAGENET1K_V1 file; tests check these against torchvision itself.
 OFFICIAL_FILENAME = "alexnet-owt-7be5be79.pth"
@@ -56,15 +56,6 @@ def hub_dir() -> Path:
 def cached_weights_path() -> Path:
     """Where torchvision keeps (and looks for) the downloaded pretrained weights."""
     return hub_dir() / "checkpoints" / OFFICIAL_FILENAME
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_weights(weights: str, *, progress: bool = False) -> WeightsSpec:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BuildError, UsageError
-from ..files import write_atomic, write_changed, write_new
+from ..files import file_sha256, write_atomic, write_changed, write_new
 from ..progress import bar
 from . import naming, states
 from .states import MANIFEST, MARKER, sites_home
@@ -525,14 +525,10 @@ def _read_files(manifest: Path) -> object:
 
 def _sha256(path: str) -> str | None:
     """The sha256 of the file at ``path``; None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _as_left(path: str, size: int, mtime_ns: int) -> bool:
