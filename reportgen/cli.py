@@ -23,6 +23,7 @@ from .api import build_site, prune_sites, sites
 from .build import BuildResult
 from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
 from .errors import Interrupted, ReportgenError, os_error_message
+from .files import size_text
 from .site.states import SiteState, sites_home
 
 PROG = "reportgen"
@@ -174,7 +175,7 @@ def _sites(args: argparse.Namespace) -> int:
     if args.prune:
         removed, busy = prune_sites(found)
         for state in removed:
-            print(f"removed the state of {_shown(state.site)} (freed {_size(state.own)})")
+            print(f"removed the state of {_shown(state.site)} (freed {size_text(state.own)})")
         for state in busy:
             print(f"kept the state of {_shown(state.site)}: a build is using it")
         found = [s for s in found if s not in removed]
@@ -183,11 +184,11 @@ def _sites(args: argparse.Namespace) -> int:
         print(f"no site's state is kept (in {home})")
         return 0
     for state in found:
-        print(f"{_size(state.size):>9}  {_where(state)}")
+        print(f"{size_text(state.size):>9}  {_where(state)}")
     print(f"{PROG} keeps the state of {_sites_count(found)} in {home}")
     gone = [s for s in found if s.gone]
     if gone and not args.prune:
-        freed = _size(sum(s.own for s in gone))
+        freed = size_text(sum(s.own for s in gone))
         count = _sites_count(gone)
         kinds = {"gone" if s.built else "never built" for s in gone}
         what = " or ".join(sorted(kinds))
@@ -210,7 +211,7 @@ def _where(state: SiteState) -> str:
         )
     if not state.present:
         why = "gone: no site there now" if state.built else "never built: no build of it finished"
-        return f"{_shown(state.site)}  ({why}; pruning frees {_size(state.own)})"
+        return f"{_shown(state.site)}  ({why}; pruning frees {size_text(state.own)})"
     return _shown(state.site)
 
 
@@ -244,17 +245,8 @@ def _summary(result: BuildResult) -> str:
         work = "all from the cache"
     count = len(result.skipped)
     skipped = f"; {count} file{'' if count == 1 else 's'} skipped (see above)" if count else ""
-    size = _size(result.site_bytes)
+    size = size_text(result.site_bytes)
     return f"wrote {pages} ({work}) to {result.out_dir / 'index.html'} ({size}){skipped}"
-
-
-def _size(count: int) -> str:
-    """Bytes as people say them (decimal units, as GitHub Pages' limit is stated)."""
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
 
 
 def _setup_logging() -> None:

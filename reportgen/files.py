@@ -39,6 +39,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def size_text(count: int) -> str:
+    """Bytes as people say them (decimal units, as GitHub Pages' limit is stated)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
 def extension(name: str) -> str:
     """A file name's extension, lower-cased, as ``Path(name).suffix.lower()`` gives it (a string
     function: it runs for every file of a folder searched)."""

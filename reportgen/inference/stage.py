@@ -34,7 +34,7 @@ from ..config import (
 )
 from ..decoding import preprocess
 from ..errors import BuildError
-from ..files import write_atomic
+from ..files import size_text, write_atomic
 from ..heap import collector_paused, hand_back
 from ..layout import layer_grids
 from ..progress import bar
@@ -215,14 +215,10 @@ def _warn_of_excess(config: Config, device: torch.device, batch: int, workers: i
             "--batch-size %d makes the build need about %s, more than the %s free here: the"
             " system may stop it; %s",
             config.batch_size,
-            _said_bytes(need),
-            _said_bytes(free),
+            size_text(need),
+            size_text(free),
             f"a --batch-size of {fits} fits" if fits else "free some memory first",
         )
-
-
-def _said_bytes(count: int) -> str:
-    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def encoder_processes(device: torch.device, workers: int) -> int:
