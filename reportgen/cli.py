@@ -1,19 +1,22 @@
 """The command line: parse arguments, build the config, call the library, report.
 
 Exit codes: 0 success; 1 a build problem (or skipped files with --strict); 2 a usage or
-configuration error; 130 interrupted.
+configuration error; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -160,13 +163,51 @@ def _build(args: argparse.Namespace) -> int:
     _setup_logging()
     progress = not config.quiet and sys.stderr.isatty()
     options = {k: v for k, v in cli_values.items() if v is not None}
-    result = build_site(config_file=config_file, progress=progress, **options)
+    with _terminate_as_interrupt():
+        result = build_site(config_file=config_file, progress=progress, **options)
     if not config.quiet:
         print(f"{PROG}: {_printable(_summary(result))}", file=sys.stderr)
     if config.strict and result.skipped:
         _error(f"{len(result.skipped)} file(s) skipped (--strict)")
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Stop the build on SIGTERM as on Ctrl-C, and exit 143 (128 + SIGTERM), as a process that
+    SIGTERM ends does.
+
+    ``kill``, ``timeout``, a CI job cancelled or a service stopped send SIGTERM. It would otherwise
+    end the build at once, which is safe (its processes end with it; the site is swapped whole)
+    but says nothing: this way the build says what it leaves, as on Ctrl-C. A second SIGTERM ends
+    it at once. Nothing changes where SIGTERM is ignored, or off the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_IGN, None):  # ignored, or handled outside Python
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if not received:
+            raise
+        stopped = exc if isinstance(exc, Interrupted) else Interrupted("interrupted")
+        stopped.exit_code = 128 + signal.SIGTERM
+        raise stopped from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sites(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ and writes them to the cache, handed the batches in turn.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import functools
 import os
@@ -37,6 +38,38 @@ def available() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up before any fork (not in a copy, where a lookup could wait
+    for a lock a thread of the build held); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # a libc without it: copies end as they did before
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int) -> None:
+    """In a process forked from ``parent``: have the kernel kill it the moment ``parent`` ends,
+    however it ends (Linux's parent-death signal; elsewhere nothing).
+
+    A build killed, or stopped by SIGTERM, would otherwise leave its copies and its decoding
+    workers running: each holds the site's build lock, inherited, and a copy would go on writing
+    into the staging area that the next build takes over. torch's workers look for their parent
+    only every 5 s, and one can hang for good on a pipe nobody reads. Call it first thing in the
+    new process, in the thread that forked it (the signal comes when that thread ends).
+    """
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # ended before the line above: no signal will come
+        os._exit(1)
+
+
 class Forked:
     """``work`` running in a forked copy of this process: :meth:`result` waits for what it
     returned (or raises what it raised); :meth:`cancel` stops it. One of the two must be called:
@@ -44,8 +77,10 @@ class Forked:
 
     def __init__(self, work: Callable[[], Any]) -> None:
         read, write = os.pipe()
+        parent = os.getpid()
         pid = _fork()
         if pid == 0:  # the copy: never returns
+            die_with(parent)
             os.close(read)
             _run(work, write)
         os.close(write)
@@ -181,12 +216,14 @@ class _Copy:
 
     def __init__(self, work: Callable[[Any], Any], others: list[_Copy]) -> None:
         mine, theirs = socket.socketpair()
+        parent = os.getpid()
         pid = _fork()
         if pid == 0:  # the copy: never returns
+            die_with(parent)
             for other in others:  # a sibling's end would keep that sibling waiting for tasks
                 other.sock.close()
             mine.close()
-            _serve(work, theirs, os.getppid())
+            _serve(work, theirs, parent)
         theirs.close()
         self.pid, self.sock = pid, mine
         self._sent = self._taken = 0

@@ -3,6 +3,7 @@ folders, the model's run over a few photos added to one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -320,6 +321,44 @@ def test_copies_end_by_themselves_when_the_build_is_gone(tmp_path):
         assert not any(_running(pid) for pid in pids)
     finally:
         os.kill(holder, signal.SIGKILL)
+
+
+STRANDED = """
+import multiprocessing, os, sys, time
+import torch
+from reportgen import forked
+from reportgen.inference.pipeline import Decoding
+
+class Stuck(torch.utils.data.Dataset):  # a worker deep in a photo, not looking for its parent
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        time.sleep(60)
+
+copy = forked.Forked(lambda: time.sleep(60))
+decoding = Decoding(Stuck(), batch_size=1, workers=2)
+workers = [p.pid for p in multiprocessing.active_children()]
+print(copy._pid, *workers, flush=True)
+os._exit(0)  # killed, say: nothing is stopped or waited for
+"""
+
+
+def test_a_copy_and_the_decoding_workers_end_the_moment_the_build_does(tmp_path):
+    shown = tmp_path / "pids.txt"
+    with shown.open("w") as fh:  # a file, not a pipe: run() returns when the build has ended
+        subprocess.run([sys.executable, "-c", STRANDED], stdout=fh, check=True)
+    pids = [int(pid) for pid in shown.read_text().split()]
+    try:
+        assert len(pids) == 3
+        deadline = time.monotonic() + 2
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if _running(pid)]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:

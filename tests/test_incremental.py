@@ -188,7 +188,7 @@ def _results(out: Path) -> int:
 
 def _wait_for_the_lock(out: Path) -> None:
     """Wait until no process holds the site's build lock: the build's helpers, forked with it
-    held, end by themselves after a kill."""
+    held, end with it after a kill (a moment later)."""
     fd = os.open(state_of(out) / "lock", os.O_RDWR)
     try:
         deadline = time.monotonic() + 30
@@ -250,6 +250,83 @@ def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, 
     assert resumed.computed == 60 - finished
     assert len(resumed.photos) == 64
     assert not (out / ".reportgen-staging").exists()
+    assert_links_resolve(out)
+
+
+def _helpers(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        started = children.get(todo.pop(), [])
+        found += started
+        todo += started
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_build_leaves_no_process_behind_and_the_next_starts_at_once(
+    tmp_path, weights_file, sig
+):
+    src, out = tmp_path / "in", tmp_path / "site"
+    make_photos(src, 4)
+    assert run_build(src, out, str(weights_file)).computed == 4
+    old = site_files(out)
+    make_photos(src, 60, start=4)
+
+    exe = Path(sys.executable).with_name("reportgen")
+    args = [str(exe), "build", str(src), "--out", str(out), "--weights", str(weights_file)]
+    proc = subprocess.Popen(
+        [*args, "--batch-size", "2", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while _results(out) < 4 + 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    helpers = _helpers(proc.pid)
+    assert proc.poll() is None, "the build finished before it could be stopped"
+    assert len(helpers) >= 2  # its decoding workers
+    os.kill(proc.pid, sig)  # kill, timeout, a service manager: the build's process alone
+    _, err = proc.communicate(timeout=60)
+
+    # Its processes end with it (the kernel's parent-death signal), at once: none is left
+    # holding the lock or writing into the staging area the next build takes over.
+    deadline = time.monotonic() + 2
+    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [pid for pid in helpers if _running(pid)]
+    finished = _results(out) - 4
+    if sig == signal.SIGTERM:  # stopped as by Ctrl-C, and said so
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert err.splitlines()[-1] == (
+            f"reportgen: error: interrupted; the previous site is unchanged, and the {finished} "
+            "photos finished so far are cached: the next build starts from there"
+        )
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert site_files(out) == old
+
+    resumed = run_build(src, out, str(weights_file))  # the lock is free: no "another build"
+    assert (resumed.reused, resumed.computed) == (4 + finished, 60 - finished)
     assert_links_resolve(out)
 
 

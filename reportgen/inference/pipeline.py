@@ -9,7 +9,9 @@ folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .. import forked
 from ..decoding import preprocess
 from ..decoding.decode import FAST_MARGIN, UnreadableImage, open_rgb
 from ..files import ChangedFile, NotRegularFile, read_unchanged
@@ -240,6 +243,8 @@ class Decoding:
                 pin_memory=pin,
                 prefetch_factor=batches_ahead(batch_size, workers) if workers > 0 else None,
                 persistent_workers=False,
+                # Each worker ends with the process that started it, however that ends.
+                worker_init_fn=functools.partial(_worker_started, os.getpid()),
             )
             batches = iter(loader) if len(dataset) else iter(())
         self._batches: Iterator[DecodedBatch] | None = batches
@@ -258,6 +263,11 @@ class Decoding:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _worker_started(parent: int, worker: int) -> None:
+    """In a decoding worker, as it starts: end it with ``parent``, the build that started it."""
+    forked.die_with(parent)
 
 
 def model_inputs(pixels: torch.Tensor, transforms: Any, device: torch.device) -> torch.Tensor:

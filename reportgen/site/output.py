@@ -238,7 +238,9 @@ class OutputFolder:
         """Hold the folder's build lock: one build at a time writes to an output folder.
 
         An OS file lock (``flock``) on ``lock`` in the folder's state, so the kernel releases it
-        when a build dies, however it dies. The file keeps the holder's process id, for the message.
+        when a build dies, however it dies (the processes it forks hold the lock too, and die
+        with it: :func:`reportgen.forked.die_with`). The file keeps the holder's process id, for the
+        message.
         A site moved or copied here is given its state first (:meth:`_carry_state`): the lock is in
         it.
 
