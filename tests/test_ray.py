@@ -134,6 +134,37 @@ def test_a_model_worker_that_dies_mid_job_is_replaced_and_the_site_is_the_same(
     same_site(out, reference)
 
 
+STOPPED_ON_THE_FIRST_RESULT = """
+import os, signal, sys
+from reportgen.cli import main
+from reportgen.inference import ray_engine
+
+keep = ray_engine._keep
+
+def keep_then_stop(*args, **kwargs):
+    keep(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # kill, timeout, a CI job cancelled
+
+ray_engine._keep = keep_then_stop
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_ray
+def test_sigterm_stops_a_ray_build_as_ctrl_c_does(photos, tmp_path):
+    """ray.init sets a SIGTERM handler of its own (sys.exit): the build's is put back."""
+    out = tmp_path / "site"
+    args = ["build", str(photos), "--out", str(out), "--weights", "random", "--engine", "ray"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run([sys.executable, "-c", STOPPED_ON_THE_FIRST_RESULT, *args],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        "reportgen: error: interrupted; the previous site is unchanged, and the "
+    )
+    assert not out.exists()
+
+
 def test_the_ray_engine_without_ray_is_one_line_and_exit_2(photos, tmp_path, capsys, monkeypatch):
     real = reportgen.build.importlib.util.find_spec
     monkeypatch.setattr(

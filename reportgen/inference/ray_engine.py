@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -104,6 +105,9 @@ def _cluster(ray: Any, address: str | None) -> Iterator[None]:
     if address and address not in ("auto", "local"):
         _check_reachable(address)
     options = {"logging_level": logging.ERROR, "log_to_driver": False}
+    # ray.init sets its own SIGTERM handler (sys.exit), for good: the build's own (the CLI's:
+    # stop as on Ctrl-C, and say so) is put back.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             ray.init(address=address, **options)
@@ -112,6 +116,9 @@ def _cluster(ray: Any, address: str | None) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         raise BuildError(f"cannot start or join {where} ({_first_line(exc)})") from exc
+    finally:
+        if on_sigterm is not None and signal.getsignal(signal.SIGTERM) != on_sigterm:
+            signal.signal(signal.SIGTERM, on_sigterm)
     try:
         from ray.data import DataContext
 
