@@ -124,9 +124,31 @@ def _cluster(ray: Any, address: str | None) -> Iterator[None]:
 
         context = DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own, as the local engine does
-        yield
+        with _ray_data_quiet():
+            yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _ray_data_quiet() -> Iterator[None]:
+    """Ray Data's console lines (each dataset's start, plan and end, and that its progress bars
+    are off) left out of the build's output for the block, as the local engine prints none of its
+    own; its errors still show, and its log file under Ray's session folder keeps every line."""
+    logger = logging.getLogger("ray.data")
+    consoles = [
+        h
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    levels = [h.level for h in consoles]
+    for handler in consoles:
+        handler.setLevel(max(handler.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for handler, level in zip(consoles, levels, strict=True):
+            handler.setLevel(level)
 
 
 def _check_reachable(address: str) -> None:
@@ -233,7 +255,7 @@ def _dataset(
             ),
             batch_size=1,  # one decoded batch a call: exactly the local engine's batch
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
