@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import interrupts
 from .config import usable_cores
 from .progress import bar
 from .similar import INCREMENTAL_SHARE, CodeRows, Neighbours, positions_before, widen
@@ -164,13 +165,23 @@ def _tsne(points: np.ndarray, done: Callable[[int], object]) -> np.ndarray:
     Each point's neighbourhood is found on one thread, as openTSNE finds it with one: how many
     threads build Annoy's trees changes the trees. The iterations, most of t-SNE's time, run on
     every core: openTSNE sums each point's forces on its own and their total in order, so the
-    places are those of one thread bit for bit (``test_similar`` holds it to that)."""
+    places are those of one thread bit for bit (``test_similar`` holds it to that).
+
+    Ctrl-C and SIGTERM are held back meanwhile and handled at the next callback, between two
+    iterations: raised inside openTSNE's extension, Ctrl-C was seen to crash the build."""
+    with interrupts.held() as holding:
+        return _tsne_held(points, done, holding)
+
+
+def _tsne_held(
+    points: np.ndarray, done: Callable[[int], object], holding: interrupts.Held
+) -> np.ndarray:
     from openTSNE import TSNE
     from openTSNE.affinity import MultiscaleMixture
 
     perplexity = min(30.0, (len(points) - 1) / 3)
     calls = EARLY_ITERATIONS // TOLD_EVERY + TSNE_ITERATIONS // TOLD_EVERY
-    told = _Parts(len(points), calls, done)
+    told = _Parts(len(points), calls, done, holding.deliver)
     tsne = TSNE(
         perplexity=perplexity,
         early_exaggeration_iter=EARLY_ITERATIONS,
@@ -200,13 +211,21 @@ def _tsne(points: np.ndarray, done: Callable[[int], object]) -> np.ndarray:
 
 class _Parts:
     """Tells ``done`` of ``whole`` in ``calls`` near-equal parts, one at each call (openTSNE calls
-    a callback with its iteration, the map's error and its places; a true answer would stop it)."""
+    a callback with its iteration, the map's error and its places; a true answer would stop it).
+    ``between`` is called first each time: where a Ctrl-C held back is raised."""
 
-    def __init__(self, whole: int, calls: int, done: Callable[[int], object]) -> None:
-        self.whole, self.calls, self.done = whole, max(1, calls), done
+    def __init__(
+        self,
+        whole: int,
+        calls: int,
+        done: Callable[[int], object],
+        between: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.whole, self.calls, self.done, self.between = whole, max(1, calls), done, between
         self.called = self.told = 0
 
     def __call__(self, *_: object) -> bool:
+        self.between()
         self.called += 1
         self._tell(min(self.whole, self.whole * self.called // self.calls))
         return False

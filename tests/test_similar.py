@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch
 from PIL import Image
 from torchvision.models import AlexNet_Weights, alexnet
 
-from reportgen import similar
+from reportgen import interrupts, similar
 
 from .conftest import SAMPLE_PHOTOS, run_cli, state_of
 
@@ -313,6 +315,52 @@ def test_tsne_tells_the_maps_bar_as_it_goes_and_places_as_opentsne_alone_does(ph
     assert np.array_equal(places, np.asarray(alone))
     # One part each 25 of its 250 + 350 iterations, the last at the end.
     assert len(parts) == 24 and sum(parts) == photos and min(parts) > 0
+
+
+CTRL_C_IN_THE_QUAD_TREE = """
+import os, signal
+import numpy as np
+import openTSNE.quad_tree as quad_tree
+from reportgen import folder_map
+
+class CtrlCInMin:  # numpy, but Ctrl-C comes as the quad tree's constructor calls np.min
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def min(self, *args, **kwargs):
+        quad_tree.np = np
+        os.kill(os.getpid(), signal.SIGINT)
+        return np.min(*args, **kwargs)
+
+quad_tree.np = CtrlCInMin()
+try:
+    folder_map._tsne(np.random.default_rng(0).normal(size=(200, 10)), lambda n: None)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_during_tsne_stops_the_map_without_crashing():
+    """openTSNE's quad tree, stopped by an exception in its constructor, frees what it never
+    made: a Ctrl-C landing there ended the build with a segmentation fault. The map holds Ctrl-C
+    back until t-SNE's next callback. (In a process of its own: the old code crashed it.)"""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_THE_QUAD_TREE],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "interrupted"), done.stderr[-2000:]
+
+
+def test_signals_held_are_handled_when_the_block_ends_or_where_it_asks():
+    reached = False
+    with pytest.raises(KeyboardInterrupt), interrupts.held():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached = True  # not raised here, but at the block's end
+    assert reached
+    with pytest.raises(KeyboardInterrupt), interrupts.held() as holding:
+        holding.deliver()  # nothing held yet: nothing raised
+        os.kill(os.getpid(), signal.SIGINT)
+        holding.deliver()
+        raise AssertionError("not reached")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_map_page_is_linked_everywhere_and_places_every_photo(alike_site):
