@@ -61,7 +61,8 @@ def die_with(parent: int) -> None:
     workers running: each holds the site's build lock, inherited, and a copy would go on writing
     into the staging area that the next build takes over. torch's workers look for their parent
     only every 5 s, and one can hang for good on a pipe nobody reads. Call it first thing in the
-    new process, in the thread that forked it (the signal comes when that thread ends).
+    new process, which ``parent`` forked itself, in its main thread (the signal comes when the
+    thread that forked it ends).
     """
     if _PRCTL is None:
         return

@@ -361,6 +361,36 @@ def test_a_copy_and_the_decoding_workers_end_the_moment_the_build_does(tmp_path)
                 os.kill(pid, signal.SIGKILL)
 
 
+STARTED_BY_A_FORK_SERVER = """
+import multiprocessing, os
+import numpy as np
+import torch
+from reportgen.inference.pipeline import Decoding, DecodedPhoto
+
+class Pids(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return DecodedPhoto(index, np.zeros((2, 2, 3), np.uint8), width=os.getpid())
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("forkserver")  # Python 3.14's default on Linux
+    with Decoding(Pids(), batch_size=2, workers=2) as decoding:
+        pids = {pid for batch in decoding for pid, _, _ in batch.sizes}
+    print(len(pids - {os.getpid()}))
+"""
+
+
+def test_decoding_workers_that_a_fork_server_starts_decode(tmp_path):
+    """They are not the build's children: nothing is asked of the kernel for them, and they run."""
+    script = tmp_path / "fork_server.py"  # a file: a fork server's workers import the main module
+    script.write_text(STARTED_BY_A_FORK_SERVER)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "2"), done.stderr[-2000:]
+
+
 def _running(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

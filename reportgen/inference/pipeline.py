@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -266,8 +267,11 @@ class Decoding:
 
 
 def _worker_started(parent: int, worker: int) -> None:
-    """In a decoding worker, as it starts: end it with ``parent``, the build that started it."""
-    forked.die_with(parent)
+    """In a decoding worker, as it starts: end it with ``parent``, the build, where the build
+    forked it (not where a fork server did, as Python 3.14 starts workers on Linux, nor a fresh
+    interpreter, as elsewhere: their parent is not the build)."""
+    if multiprocessing.get_start_method(allow_none=True) == "fork":
+        forked.die_with(parent)
 
 
 def model_inputs(pixels: torch.Tensor, transforms: Any, device: torch.device) -> torch.Tensor:
