@@ -146,9 +146,10 @@ class Pool:
     taken (:meth:`Answer.result`). Tasks go to the copies in turn: hand a copy its next task once
     its last answer has been taken, or the hand-over waits for the copy to finish.
 
-    The copies ignore Ctrl-C (the build handles it, then closes the pool) and end by themselves
-    when this process ends without closing it. Use as a context manager: leaving the block lets
-    each copy finish the task it is on, then ends it.
+    The copies ignore Ctrl-C (the build handles it, then closes the pool) and end with this
+    process when it ends without closing it (:func:`die_with`; failing that, within a second).
+    Use as a context manager: leaving the block lets each copy finish the task it is on, then
+    ends it.
     """
 
     def __init__(self, work: Callable[[Any], Any], count: int) -> None:
