@@ -22,6 +22,7 @@ from reportgen.errors import BuildError
 
 from .conftest import SAMPLE_PHOTOS, state_of
 from .htmltools import images
+from .test_forked import _running
 from .test_site import assert_links_resolve
 
 
@@ -203,16 +204,21 @@ def _wait_for_the_lock(out: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, weights_file, sig):
+def _built_then_60_more(tmp_path: Path, weights: Path) -> tuple[Path, Path, dict, list[str]]:
+    """A site built of 4 photos, 60 more added since: the input and output folders, the site's
+    files, and the command that builds it again."""
     src, out = tmp_path / "in", tmp_path / "site"
     make_photos(src, 4)
-    assert run_build(src, out, str(weights_file)).computed == 4
-    old = site_files(out)
+    assert run_build(src, out, str(weights)).computed == 4
     make_photos(src, 60, start=4)
-
     exe = Path(sys.executable).with_name("reportgen")
-    args = [str(exe), "build", str(src), "--out", str(out), "--weights", str(weights_file)]
+    args = [str(exe), "build", str(src), "--out", str(out), "--weights", str(weights)]
+    return src, out, site_files(out), args
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, weights_file, sig):
+    src, out, old, args = _built_then_60_more(tmp_path, weights_file)
     # A shell without job control starts a background command with SIGINT ignored, and the build
     # would inherit that and never see the test's Ctrl-C: while it starts, this process handles
     # SIGINT, so the build starts with the default (exec resets handled signals, not ignored ones).
@@ -273,26 +279,12 @@ def _helpers(pid: int) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_build_leaves_no_process_behind_and_the_next_starts_at_once(
     tmp_path, weights_file, sig
 ):
-    src, out = tmp_path / "in", tmp_path / "site"
-    make_photos(src, 4)
-    assert run_build(src, out, str(weights_file)).computed == 4
-    old = site_files(out)
-    make_photos(src, 60, start=4)
-
-    exe = Path(sys.executable).with_name("reportgen")
-    args = [str(exe), "build", str(src), "--out", str(out), "--weights", str(weights_file)]
+    src, out, old, args = _built_then_60_more(tmp_path, weights_file)
     proc = subprocess.Popen(
         [*args, "--batch-size", "2", "--workers", "2"],
         stdout=subprocess.PIPE,
