@@ -14,14 +14,13 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, interrupts
 from .api import build_site, prune_sites, sites
 from .build import BuildResult
 from .config import DEFAULT_CONFIG_FILE, Config, default_config_file, load_config
@@ -183,9 +182,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
     but says nothing: this way the build says what it leaves, as on Ctrl-C. A second SIGTERM ends
     it at once. Nothing changes where SIGTERM is ignored, or off the main thread.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -193,21 +189,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise KeyboardInterrupt
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_IGN, None):  # ignored, or handled outside Python
-        yield
-        return
-    signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        with interrupts.handling((signal.SIGTERM,), stop):
+            yield
     except KeyboardInterrupt as exc:
         if not received:
             raise
         stopped = exc if isinstance(exc, Interrupted) else Interrupted("interrupted")
         stopped.exit_code = 128 + signal.SIGTERM
         raise stopped from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _sites(args: argparse.Namespace) -> int:

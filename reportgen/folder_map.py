@@ -219,7 +219,7 @@ class _Parts:
         whole: int,
         calls: int,
         done: Callable[[int], object],
-        between: Callable[[], None] = lambda: None,
+        between: Callable[[], None],
     ) -> None:
         self.whole, self.calls, self.done, self.between = whole, max(1, calls), done, between
         self.called = self.told = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -45,23 +45,33 @@ class Held:
 
 
 @contextlib.contextmanager
+def handling(
+    signums: tuple[int, ...], handler: Callable[[int, FrameType | None], Any]
+) -> Iterator[dict[int, Any]]:
+    """``handler`` handles each of ``signums`` while the block runs, and the handlers it replaced
+    (yielded, by signal) again after. A signal ignored, or handled outside Python, is left as it
+    is; off the main thread, where no handler can be set, every one is."""
+    replaced: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in signums:
+            previous = signal.getsignal(signum)
+            if previous not in (signal.SIG_IGN, None):
+                replaced[signum] = previous
+                signal.signal(signum, handler)
+    try:
+        yield replaced
+    finally:
+        for signum, previous in replaced.items():
+            signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
 def held() -> Iterator[Held]:
     """Note Ctrl-C and SIGTERM instead of handling them while the block runs; handle the first
-    noted at its end (or where the block calls :meth:`Held.deliver`). Off the main thread, where
-    no handler can be set, nothing is held."""
+    noted at its end (or where the block calls :meth:`Held.deliver`)."""
     holding = Held()
-    if threading.current_thread() is not threading.main_thread():
-        yield holding
-        return
-    for signum in HELD:
-        handler = signal.getsignal(signum)
-        if handler in (signal.SIG_IGN, None):  # ignored, or handled outside Python
-            continue
-        holding.handlers[signum] = handler
-        signal.signal(signum, holding.note)
     try:
-        yield holding
+        with handling(HELD, holding.note) as holding.handlers:
+            yield holding
     finally:
-        for signum, handler in holding.handlers.items():
-            signal.signal(signum, handler)
         holding.deliver()
