@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import urllib.error
 from collections.abc import Iterator
@@ -102,6 +103,17 @@ def built_site(
     code = main(["build", str(photos_dir), "--out", str(out), "--weights", str(weights_file)])
     assert code == 0
     return out
+
+
+@pytest.fixture
+def ctrl_c_handled() -> Iterator[None]:
+    """Ctrl-C handled as Python does by default while the test runs, whatever this process
+    inherited: a shell without job control (as CI may be) starts a background command with SIGINT
+    ignored. A process the test starts then begins with the default too (exec resets handled
+    signals, not ignored ones)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(*args: str) -> int:

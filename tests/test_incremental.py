@@ -217,21 +217,17 @@ def _built_then_60_more(tmp_path: Path, weights: Path) -> tuple[Path, Path, dict
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(tmp_path, weights_file, sig):
+def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(
+    tmp_path, weights_file, sig, ctrl_c_handled
+):
     src, out, old, args = _built_then_60_more(tmp_path, weights_file)
-    # A shell without job control starts a background command with SIGINT ignored, and the build
-    # would inherit that and never see the test's Ctrl-C: while it starts, this process handles
-    # SIGINT, so the build starts with the default (exec resets handled signals, not ignored ones).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(
-            [*args, "--batch-size", "1", "--workers", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # ctrl_c_handled: the build starts with Ctrl-C handled, not ignored as in a background job.
+    proc = subprocess.Popen(
+        [*args, "--batch-size", "1", "--workers", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while _results(out) < 4 + 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -333,8 +333,6 @@ class CtrlCInMin:  # numpy, but Ctrl-C comes as the quad tree's constructor call
         return np.min(*args, **kwargs)
 
 quad_tree.np = CtrlCInMin()
-# Started in the background by a shell without job control, this process ignores Ctrl-C.
-signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     folder_map._tsne(np.random.default_rng(0).normal(size=(200, 10)), lambda n: None)
 except KeyboardInterrupt:
@@ -342,22 +340,13 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_during_tsne_stops_the_map_without_crashing():
+def test_ctrl_c_during_tsne_stops_the_map_without_crashing(ctrl_c_handled):
     """openTSNE's quad tree, stopped by an exception in its constructor, frees what it never
     made: a Ctrl-C landing there ended the build with a segmentation fault. The map holds Ctrl-C
     back until t-SNE's next callback. (In a process of its own: the old code crashed it.)"""
     done = subprocess.run([sys.executable, "-c", CTRL_C_IN_THE_QUAD_TREE],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert (done.returncode, done.stdout.strip()) == (0, "interrupted"), done.stderr[-2000:]
-
-
-@pytest.fixture
-def ctrl_c_handled():
-    """Ctrl-C handled as Python does by default, whatever this process inherited (started in the
-    background by a shell without job control, it ignores Ctrl-C)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_signals_held_are_handled_when_the_block_ends_or_where_it_asks(ctrl_c_handled):
