@@ -216,21 +216,23 @@ def _built_then_60_more(tmp_path: Path, weights: Path) -> tuple[Path, Path, dict
     return src, out, site_files(out), args
 
 
+def _running_build(command: list[str], out: Path, *, until: int) -> subprocess.Popen:
+    """``command`` started, once its site's cache holds ``until`` results (or it has ended, or
+    two minutes have passed)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _results(out) < until and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_build_leaves_the_old_site_and_its_work_is_reused(
     tmp_path, weights_file, sig, ctrl_c_handled
 ):
     src, out, old, args = _built_then_60_more(tmp_path, weights_file)
     # ctrl_c_handled: the build starts with Ctrl-C handled, not ignored as in a background job.
-    proc = subprocess.Popen(
-        [*args, "--batch-size", "1", "--workers", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while _results(out) < 4 + 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = _running_build([*args, "--batch-size", "1", "--workers", "0"], out, until=4 + 8)
     assert proc.poll() is None, "the build finished before it could be interrupted"
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
@@ -281,15 +283,7 @@ def test_a_stopped_build_leaves_no_process_behind_and_the_next_starts_at_once(
     tmp_path, weights_file, sig
 ):
     src, out, old, args = _built_then_60_more(tmp_path, weights_file)
-    proc = subprocess.Popen(
-        [*args, "--batch-size", "2", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while _results(out) < 4 + 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = _running_build([*args, "--batch-size", "2", "--workers", "2"], out, until=4 + 4)
     helpers = _helpers(proc.pid)
     assert proc.poll() is None, "the build finished before it could be stopped"
     assert len(helpers) >= 2  # its decoding workers
